@@ -1,0 +1,306 @@
+package gossip
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Instance is one service instance in the converged view.
+type Instance struct {
+	// Node is the owner agent, with its current membership status.
+	Node Member
+	// Service is shared with the catalog: treat it as read-only.
+	Service *Service
+	// Version is the owner's catalog version at which the instance last changed.
+	Version uint64
+}
+
+// Status is the instance's health: critical when its owner is not alive,
+// otherwise the aggregate of its checks.
+func (i *Instance) Status() string {
+	if i.Node.Status != StatusAlive {
+		return StatusCritical
+	}
+	return i.Service.Status()
+}
+
+// Catalog is the replicated catalog: every owner's records as this agent
+// knows them, plus the membership they are attached to. It is safe for
+// concurrent use; readers get copies or shared read-only values.
+type Catalog struct {
+	local string
+	now   func() time.Time
+
+	mu      sync.RWMutex // guards the fields below
+	owners  map[string]*ownerState
+	members map[string]*Member
+	// left remembers the last version of owners that left, so that a late
+	// delta from before the leave cannot bring their services back.
+	left    map[string]uint64
+	index   uint64
+	changed chan struct{}
+}
+
+func newCatalog(local string, now func() time.Time) *Catalog {
+	c := &Catalog{
+		local:   local,
+		now:     now,
+		owners:  make(map[string]*ownerState),
+		members: make(map[string]*Member),
+		left:    make(map[string]uint64),
+		changed: make(chan struct{}),
+	}
+	c.index = NextVersion(0, now())
+	return c
+}
+
+// Index is the catalog's change index (Consul's X-Consul-Index): it grows on
+// every change of records or membership, also across restarts.
+func (c *Catalog) Index() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.index
+}
+
+// Changed returns a channel that is closed at the next change after the call.
+func (c *Catalog) Changed() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
+}
+
+// bumpLocked records a change and wakes the waiters. Call with mu held.
+func (c *Catalog) bumpLocked() {
+	c.index = NextVersion(c.index, c.now())
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Version returns the version of owner's catalog held here (0: none).
+func (c *Catalog) Version(owner string) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if o := c.owners[owner]; o != nil {
+		return o.version
+	}
+	return 0
+}
+
+// apply merges a delta received from a peer. Deltas about the local agent
+// are ignored: it is the only writer of its own services.
+func (c *Catalog) apply(d *Delta) applyResult {
+	if d.Owner == c.local || d.Owner == "" {
+		return applyStale
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.left[d.Owner]; ok && d.Version <= v {
+		return applyStale
+	}
+	o := c.owners[d.Owner]
+	if o == nil {
+		o = newOwnerState()
+		c.owners[d.Owner] = o
+	}
+	res := o.apply(d)
+	if res == applyApplied {
+		c.bumpLocked()
+	}
+	return res
+}
+
+// publishLocal installs the local agent's own catalog. It reports the version
+// held before, from which peers need a delta.
+func (c *Catalog) publishLocal(d *Delta) (prev uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.owners[c.local]
+	if o == nil {
+		o = newOwnerState()
+		c.owners[c.local] = o
+	}
+	prev = o.version
+	if o.apply(d) != applyApplied {
+		return prev, false
+	}
+	c.bumpLocked()
+	return prev, true
+}
+
+// deltaSince returns what a holder of owner's version since is missing.
+// ok is false when this agent knows nothing newer than since.
+func (c *Catalog) deltaSince(owner string, since uint64) (Delta, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	o := c.owners[owner]
+	if o == nil || o.version <= since {
+		return Delta{}, false
+	}
+	return o.deltaSince(owner, since), true
+}
+
+// versions returns the catalog version held for every owner.
+func (c *Catalog) versions() map[string]uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]uint64, len(c.owners))
+	for name, o := range c.owners {
+		out[name] = o.version
+	}
+	return out
+}
+
+// setMember records a member's latest state. A member that left takes its
+// services with it.
+func (c *Catalog) setMember(m Member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.members[m.Name]; ok && sameMember(cur, &m) {
+		return
+	}
+	c.members[m.Name] = &m
+	if m.Status == StatusLeft && m.Name != c.local {
+		if o := c.owners[m.Name]; o != nil {
+			c.left[m.Name] = o.version
+			delete(c.owners, m.Name)
+		}
+	} else if m.Status == StatusAlive {
+		delete(c.left, m.Name)
+	}
+	c.bumpLocked()
+}
+
+// removeMember forgets a member that serf reaped, with its services.
+func (c *Catalog) removeMember(name string) {
+	if name == c.local {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o := c.owners[name]; o != nil {
+		c.left[name] = o.version
+	}
+	delete(c.owners, name)
+	delete(c.members, name)
+	c.bumpLocked()
+}
+
+func sameMember(a, b *Member) bool {
+	if a.Status != b.Status || a.Port != b.Port || !a.Addr.Equal(b.Addr) || len(a.Tags) != len(b.Tags) {
+		return false
+	}
+	for k, v := range a.Tags {
+		if b.Tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// reapTombstones drops tombstones older than ttl from every owner's state.
+func (c *Catalog) reapTombstones(ttl time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, o := range c.owners {
+		n += o.reapTombstones(c.now(), ttl)
+	}
+	return n
+}
+
+// Members returns every known member, ordered by name.
+func (c *Catalog) Members() []Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Member returns the named member.
+func (c *Catalog) Member(name string) (Member, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	m, ok := c.members[name]
+	if !ok {
+		return Member{}, false
+	}
+	return *m, true
+}
+
+// Services returns every service name with the union of its instances' tags.
+func (c *Catalog) Services() map[string][]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	seen := make(map[string]map[string]bool)
+	for owner, o := range c.owners {
+		if _, ok := c.members[owner]; !ok {
+			continue
+		}
+		for _, s := range o.services() {
+			tags := seen[s.Name]
+			if tags == nil {
+				tags = make(map[string]bool)
+				seen[s.Name] = tags
+			}
+			for _, t := range s.Tags {
+				tags[t] = true
+			}
+		}
+	}
+	out := make(map[string][]string, len(seen))
+	for name, tags := range seen {
+		list := make([]string, 0, len(tags))
+		for t := range tags {
+			list = append(list, t)
+		}
+		sort.Strings(list)
+		out[name] = list
+	}
+	return out
+}
+
+// Instances returns the instances of the named service, ordered by node and
+// service ID.
+func (c *Catalog) Instances(name string) []Instance {
+	return c.instances(func(_ string, s *Service) bool { return s.Name == name })
+}
+
+// NodeInstances returns the instances owned by the named node.
+func (c *Catalog) NodeInstances(node string) []Instance {
+	return c.instances(func(owner string, _ *Service) bool { return owner == node })
+}
+
+// AllInstances returns every instance in the catalog.
+func (c *Catalog) AllInstances() []Instance {
+	return c.instances(func(string, *Service) bool { return true })
+}
+
+func (c *Catalog) instances(keep func(owner string, s *Service) bool) []Instance {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []Instance
+	for owner, o := range c.owners {
+		m, ok := c.members[owner]
+		if !ok {
+			continue // not (or no longer) a member: nothing to attach it to
+		}
+		for _, r := range o.records {
+			if r.Deleted || r.Service == nil || !keep(owner, r.Service) {
+				continue
+			}
+			out = append(out, Instance{Node: *m, Service: r.Service, Version: r.Version})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node.Name != out[j].Node.Name {
+			return out[i].Node.Name < out[j].Node.Name
+		}
+		return out[i].Service.ID < out[j].Service.ID
+	})
+	return out
+}

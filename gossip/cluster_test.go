@@ -1,0 +1,131 @@
+package gossip
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// startCluster starts n in-process agents on loopback with fast timers, all
+// joined to the first, and waits until each sees n alive members.
+func startCluster(t *testing.T, n int) []*Cluster {
+	t.Helper()
+	var cs []*Cluster
+	for i := range n {
+		cfg := TestConfig(fmt.Sprintf("node%d", i))
+		if i > 0 {
+			cfg.Seeds = []string{cs[0].LocalMember().GossipAddr()}
+		}
+		c := startNode(t, cfg)
+		cs = append(cs, c)
+	}
+	waitFor(t, 10*time.Second, "all members alive", func() bool {
+		for _, c := range cs {
+			if countAlive(c) != n {
+				return false
+			}
+		}
+		return true
+	})
+	return cs
+}
+
+func startNode(t *testing.T, cfg Config) *Cluster {
+	t.Helper()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown() })
+	return c
+}
+
+func countAlive(c *Cluster) int {
+	n := 0
+	for _, m := range c.Catalog().Members() {
+		if m.Status == StatusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// publisher mimics an owner: it keeps versioned records and publishes them.
+type publisher struct {
+	c       *Cluster
+	version uint64
+	records map[string]Record
+}
+
+func newPublisher(c *Cluster) *publisher {
+	return &publisher{c: c, records: make(map[string]Record)}
+}
+
+func (p *publisher) put(s *Service) {
+	p.version = NextVersion(p.version, time.Now())
+	p.records[s.ID] = Record{ID: s.ID, Version: p.version, Service: s}
+	p.publish()
+}
+
+func (p *publisher) del(id string) {
+	p.version = NextVersion(p.version, time.Now())
+	p.records[id] = Record{ID: id, Version: p.version, Deleted: true}
+	p.publish()
+}
+
+func (p *publisher) publish() {
+	d := Delta{Version: p.version}
+	for _, r := range p.records {
+		d.Records = append(d.Records, r)
+	}
+	if err := p.c.Publish(d); err != nil {
+		panic(err)
+	}
+}
+
+func hasInstance(c *Cluster, service, id string) bool {
+	for _, in := range c.Catalog().Instances(service) {
+		if in.Service.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func TestReplicationReachesEveryNode(t *testing.T) {
+	cs := startCluster(t, 5)
+	p := newPublisher(cs[2])
+	p.put(&Service{ID: "web-1", Name: "web", Port: 8080})
+	waitFor(t, 5*time.Second, "web-1 everywhere", func() bool {
+		for _, c := range cs {
+			if !hasInstance(c, "web", "web-1") {
+				return false
+			}
+		}
+		return true
+	})
+	p.del("web-1")
+	waitFor(t, 5*time.Second, "web-1 gone everywhere", func() bool {
+		for _, c := range cs {
+			if hasInstance(c, "web", "web-1") {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,0 +1,78 @@
+package gossip
+
+import (
+	"net"
+	"strconv"
+)
+
+// MemberStatus is a member's state as failure detection sees it.
+type MemberStatus int
+
+// Member statuses. The numbers are serf's and Consul's, which
+// /v1/agent/members reports as they are.
+const (
+	StatusNone MemberStatus = iota
+	StatusAlive
+	StatusLeaving
+	StatusLeft
+	StatusFailed
+)
+
+// String returns the status as a word ("alive", "failed", ...).
+func (s MemberStatus) String() string {
+	switch s {
+	case StatusAlive:
+		return "alive"
+	case StatusLeaving:
+		return "leaving"
+	case StatusLeft:
+		return "left"
+	case StatusFailed:
+		return "failed"
+	default:
+		return "none"
+	}
+}
+
+// Tag keys every Shoal agent publishes in its serf tags. They are kept short:
+// serf allows 512 bytes of tags in all.
+const (
+	TagDatacenter = "dc"
+	TagNodeID     = "id"
+	TagVersion    = "v"   // catalog version, decimal
+	TagRPC        = "rpc" // node-to-node catalog address, host:port
+	TagHTTP       = "http"
+	TagRole       = "role"
+)
+
+// Member is one agent of the cluster.
+type Member struct {
+	Name   string
+	Addr   net.IP
+	Port   uint16
+	Tags   map[string]string
+	Status MemberStatus
+
+	ProtocolMin, ProtocolMax, ProtocolCur uint8
+	DelegateMin, DelegateMax, DelegateCur uint8
+}
+
+// Datacenter is the member's datacenter tag.
+func (m Member) Datacenter() string { return m.Tags[TagDatacenter] }
+
+// NodeID is the member's stable node ID.
+func (m Member) NodeID() string { return m.Tags[TagNodeID] }
+
+// CatalogVersion is the catalog version the member last advertised.
+func (m Member) CatalogVersion() uint64 {
+	v, _ := strconv.ParseUint(m.Tags[TagVersion], 10, 64)
+	return v
+}
+
+// RPCAddr is where the member serves catalog deltas.
+func (m Member) RPCAddr() string { return m.Tags[TagRPC] }
+
+// GossipAddr is the member's gossip address, host:port.
+func (m Member) GossipAddr() string {
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}

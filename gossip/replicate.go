@@ -1,0 +1,237 @@
+package gossip
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// pusher is the fast path: it sends new deltas to a few random peers at
+// once. Changes that arrive while a round is in flight are coalesced into the
+// next round, one message per peer.
+type pusher struct {
+	c    *Cluster
+	kick chan struct{}
+
+	mu      sync.Mutex        // guards pending
+	pending map[string]uint64 // owner → oldest version peers may hold
+}
+
+func newPusher(c *Cluster) *pusher {
+	return &pusher{c: c, kick: make(chan struct{}, 1), pending: make(map[string]uint64)}
+}
+
+// enqueue schedules a push of owner's records changed after since.
+func (p *pusher) enqueue(owner string, since uint64) {
+	p.mu.Lock()
+	if cur, ok := p.pending[owner]; !ok || since < cur {
+		p.pending[owner] = since
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pusher) run() {
+	defer p.c.wg.Done()
+	for {
+		select {
+		case <-p.c.stop:
+			return
+		case <-p.kick:
+			p.round()
+		}
+	}
+}
+
+// round sends everything pending to Fanout random alive peers in parallel.
+func (p *pusher) round() {
+	p.mu.Lock()
+	pending := p.pending
+	p.pending = make(map[string]uint64)
+	p.mu.Unlock()
+
+	m := &message{Type: msgPush, From: p.c.cfg.NodeName}
+	for owner, since := range pending {
+		if d, ok := p.c.catalog.deltaSince(owner, since); ok {
+			m.Deltas = append(m.Deltas, d)
+		}
+	}
+	if len(m.Deltas) == 0 {
+		return
+	}
+	peers := p.c.randomPeers(p.c.cfg.Fanout, "")
+	var wg sync.WaitGroup
+	for _, addr := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.c.stats.pushesOut.Add(1)
+			if _, err := p.c.call(addr, m); err != nil {
+				// The backstop (tags and pulls) repairs what a lost push misses.
+				p.c.log.Debug("push failed", "peer", addr, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// puller is the backstop: it fetches what members advertise in their tags
+// (or what a push revealed as a gap) and the replica does not hold yet.
+type puller struct {
+	c    *Cluster
+	kick chan struct{}
+
+	mu    sync.Mutex // guards wants
+	wants map[string]*want
+}
+
+type want struct {
+	version uint64 // the owner's version to reach
+	hint    string // a peer known to hold it
+	tries   int
+}
+
+func newPuller(c *Cluster) *puller {
+	return &puller{c: c, kick: make(chan struct{}, 1), wants: make(map[string]*want)}
+}
+
+// want asks for owner's catalog up to version; hint names a member that has it.
+func (p *puller) want(owner string, version uint64, hint string) {
+	if owner == p.c.cfg.NodeName || p.c.catalog.Version(owner) >= version {
+		return
+	}
+	p.mu.Lock()
+	w := p.wants[owner]
+	if w == nil {
+		w = &want{}
+		p.wants[owner] = w
+	}
+	if version > w.version {
+		w.version = version
+	}
+	if hint != "" {
+		w.hint = hint
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *puller) run() {
+	defer p.c.wg.Done()
+	tick := time.NewTicker(p.c.cfg.SyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.c.stop:
+			return
+		case <-p.kick:
+		case <-tick.C:
+			p.sweep()
+		}
+		p.round()
+	}
+}
+
+// sweep compares every member's advertised catalog version with the replica.
+func (p *puller) sweep() {
+	for _, m := range p.c.catalog.Members() {
+		if m.Status == StatusLeft || m.Name == p.c.cfg.NodeName {
+			continue
+		}
+		if v := m.CatalogVersion(); v > p.c.catalog.Version(m.Name) {
+			p.want(m.Name, v, "")
+		}
+	}
+}
+
+// round pulls every outstanding want: from the owner when it is alive, on
+// every other try (or when it is not) from the hinted or a random peer.
+func (p *puller) round() {
+	members := make(map[string]Member)
+	for _, m := range p.c.catalog.Members() {
+		members[m.Name] = m
+	}
+	byAddr := make(map[string][]Want)
+	p.mu.Lock()
+	for owner, w := range p.wants {
+		since := p.c.catalog.Version(owner)
+		if since >= w.version {
+			delete(p.wants, owner)
+			continue
+		}
+		addr := ""
+		if m, ok := members[owner]; ok && m.Status == StatusAlive && w.tries%2 == 0 {
+			addr = m.RPCAddr()
+		}
+		if addr == "" && w.hint != "" {
+			if m, ok := members[w.hint]; ok && m.Status == StatusAlive {
+				addr = m.RPCAddr()
+			}
+		}
+		if addr == "" {
+			if peers := p.c.randomPeers(1, owner); len(peers) > 0 {
+				addr = peers[0]
+			}
+		}
+		w.tries++
+		if addr != "" {
+			byAddr[addr] = append(byAddr[addr], Want{Owner: owner, Since: since})
+		}
+	}
+	p.mu.Unlock()
+
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for addr, wants := range byAddr {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p.c.stats.pulls.Add(1)
+			reply, err := p.c.call(addr, &message{Type: msgPull, From: p.c.cfg.NodeName, Wants: wants})
+			if err != nil {
+				p.c.log.Debug("pull failed", "peer", addr, "err", err)
+				return
+			}
+			for i := range reply.Deltas {
+				if p.c.catalog.apply(&reply.Deltas[i]) == applyApplied {
+					// Peers that missed it too get it without waiting for their own pull.
+					p.c.push.enqueue(reply.Deltas[i].Owner, wantsSince(wants, reply.Deltas[i].Owner))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func wantsSince(wants []Want, owner string) uint64 {
+	for _, w := range wants {
+		if w.Owner == owner {
+			return w.Since
+		}
+	}
+	return 0
+}
+
+// randomPeers returns the catalog addresses of up to n random alive peers,
+// never the local agent nor exclude.
+func (c *Cluster) randomPeers(n int, exclude string) []string {
+	var addrs []string
+	for _, m := range c.catalog.Members() {
+		if m.Status != StatusAlive || m.Name == c.cfg.NodeName || m.Name == exclude || m.RPCAddr() == "" {
+			continue
+		}
+		addrs = append(addrs, m.RPCAddr())
+	}
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	if len(addrs) > n {
+		addrs = addrs[:n]
+	}
+	return addrs
+}

@@ -1,0 +1,110 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// maxWants bounds the owners one pull may ask for.
+const maxWants = 100_000
+
+// serveRPC accepts node-to-node connections until the listener closes.
+func (c *Cluster) serveRPC() {
+	defer c.wg.Done()
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				c.log.Warn("catalog listener failed", "err", err)
+			}
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.serveConn(conn)
+		}()
+	}
+}
+
+// serveConn answers one request on conn.
+func (c *Cluster) serveConn(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	m, n, err := readMessage(conn, c.cfg.Sealer)
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			c.log.Warn("rejected catalog message", "peer", conn.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	c.stats.bytesIn.Add(uint64(n))
+	reply, err := c.handle(m)
+	if err != nil {
+		c.log.Warn("rejected catalog message", "peer", conn.RemoteAddr().String(), "from", m.From, "err", err)
+		return
+	}
+	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, reply, c.cfg.Sealer); err != nil {
+		c.log.Debug("catalog reply failed", "peer", conn.RemoteAddr().String(), "err", err)
+	}
+}
+
+// handle applies a peer's message and builds the reply.
+func (c *Cluster) handle(m *message) (*message, error) {
+	reply := &message{Type: msgReply, From: c.cfg.NodeName}
+	switch m.Type {
+	case msgPush:
+		c.stats.pushesIn.Add(1)
+		for i := range m.Deltas {
+			c.receive(&m.Deltas[i], m.From)
+		}
+	case msgPull:
+		if len(m.Wants) > maxWants {
+			return nil, fmt.Errorf("pull of %d owners exceeds %d", len(m.Wants), maxWants)
+		}
+		for _, w := range m.Wants {
+			if d, ok := c.catalog.deltaSince(w.Owner, w.Since); ok {
+				reply.Deltas = append(reply.Deltas, d)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unexpected %q message", m.Type)
+	}
+	return reply, nil
+}
+
+// receive applies a delta from a peer: something new is forwarded at once,
+// a gap is filled by pulling from the sender.
+func (c *Cluster) receive(d *Delta, from string) {
+	switch c.catalog.apply(d) {
+	case applyApplied:
+		c.push.enqueue(d.Owner, d.Since)
+	case applyGap:
+		c.pull.want(d.Owner, d.Version, from)
+	}
+}
+
+// call sends m to the agent serving addr and returns its reply.
+func (c *Cluster) call(addr string, m *message) (*message, error) {
+	conn, err := net.DialTimeout("tcp", addr, c.cfg.Timing.TCPTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, m, c.cfg.Sealer); err != nil {
+		return nil, err
+	}
+	reply, n, err := readMessage(conn, c.cfg.Sealer)
+	if err != nil {
+		return nil, err
+	}
+	c.stats.bytesIn.Add(uint64(n))
+	if reply.Type != msgReply {
+		return nil, fmt.Errorf("unexpected %q reply", reply.Type)
+	}
+	return reply, nil
+}

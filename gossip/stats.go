@@ -1,0 +1,41 @@
+package gossip
+
+import (
+	"io"
+	"sync/atomic"
+)
+
+// Stats counts the traffic of the node-to-node catalog path.
+type Stats struct {
+	BytesOut  uint64 // bytes written to peers
+	BytesIn   uint64 // bytes read from peers
+	PushesOut uint64 // push messages sent
+	PushesIn  uint64 // push messages received
+	Pulls     uint64 // pull requests sent
+}
+
+type stats struct {
+	bytesOut, bytesIn, pushesOut, pushesIn, pulls atomic.Uint64
+}
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		BytesOut:  s.bytesOut.Load(),
+		BytesIn:   s.bytesIn.Load(),
+		PushesOut: s.pushesOut.Load(),
+		PushesIn:  s.pushesIn.Load(),
+		Pulls:     s.pulls.Load(),
+	}
+}
+
+// countingWriter adds the bytes written through it to a counter.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n.Add(uint64(n))
+	return n, err
+}

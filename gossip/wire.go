@@ -1,0 +1,129 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Sealer protects frames of the node-to-node catalog path. Seal must
+// authenticate (and may encrypt) a frame; Open must reject anything that Seal
+// did not produce with a key it holds. Implementations must be safe for
+// concurrent use.
+type Sealer interface {
+	Seal(plain []byte) ([]byte, error)
+	Open(sealed []byte) ([]byte, error)
+}
+
+// Frame layout: one byte of kind, four bytes of big-endian payload length,
+// then the payload (JSON, sealed when kind is frameSealed).
+const (
+	framePlain  byte = 0
+	frameSealed byte = 1
+
+	// maxFrame bounds what a peer can make us allocate.
+	maxFrame = 64 << 20
+)
+
+// Message types of the node-to-node path.
+const (
+	msgPush  = "push"  // deltas, answered by an empty reply
+	msgPull  = "pull"  // wants, answered by deltas
+	msgReply = "reply" // the answer to either
+)
+
+// message is the one envelope of the node-to-node path.
+type message struct {
+	Type   string  `json:"type"`
+	From   string  `json:"from"`
+	Deltas []Delta `json:"deltas,omitempty"`
+	Wants  []Want  `json:"wants,omitempty"`
+}
+
+// Want asks for an owner's records changed after Since.
+type Want struct {
+	Owner string `json:"owner"`
+	Since uint64 `json:"since"`
+}
+
+var errPlainRefused = errors.New("plain frame refused: this agent requires sealed catalog traffic")
+
+func writeMessage(w io.Writer, m *message, s Sealer) error {
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	kind := framePlain
+	if s != nil {
+		if payload, err = s.Seal(payload); err != nil {
+			return fmt.Errorf("seal: %w", err)
+		}
+		kind = frameSealed
+	}
+	if len(payload) > maxFrame {
+		return fmt.Errorf("frame of %d bytes exceeds %d", len(payload), maxFrame)
+	}
+	hdr := make([]byte, 5, 5+len(payload))
+	hdr[0] = kind
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	_, err = w.Write(append(hdr, payload...))
+	return err
+}
+
+func readMessage(r io.Reader, s Sealer) (*message, int, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, 0, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > maxFrame {
+		return nil, 0, fmt.Errorf("frame of %d bytes exceeds %d", n, maxFrame)
+	}
+	switch {
+	case hdr[0] == framePlain && s != nil:
+		return nil, 0, errPlainRefused
+	case hdr[0] == frameSealed && s == nil:
+		return nil, 0, errors.New("sealed frame, but this agent has no key")
+	case hdr[0] != framePlain && hdr[0] != frameSealed:
+		return nil, 0, fmt.Errorf("unknown frame kind %d", hdr[0])
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return nil, 0, err
+	}
+	if s != nil {
+		var err error
+		if payload, err = s.Open(payload); err != nil {
+			return nil, 0, fmt.Errorf("open sealed frame: %w", err)
+		}
+	}
+	m, err := decodeMessage(payload)
+	return m, 5 + int(n), err
+}
+
+// decodeMessage parses and checks a message from a peer. It never panics.
+func decodeMessage(b []byte) (*message, error) {
+	var m message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decode message: %w", err)
+	}
+	switch m.Type {
+	case msgPush, msgPull, msgReply:
+	default:
+		return nil, fmt.Errorf("unknown message type %q", m.Type)
+	}
+	for i := range m.Deltas {
+		d := &m.Deltas[i]
+		if d.Owner == "" {
+			return nil, errors.New("delta without owner")
+		}
+		for _, r := range d.Records {
+			if r.ID == "" || (!r.Deleted && r.Service == nil) {
+				return nil, fmt.Errorf("delta of %q: malformed record %q", d.Owner, r.ID)
+			}
+		}
+	}
+	return &m, nil
+}
