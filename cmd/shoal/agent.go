@@ -1,0 +1,155 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-mesh/shoal/node"
+)
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run a Shoal agent: join the cluster, own local services, serve the HTTP API",
+		Description: "Flags override the configuration file (--config-file, HCL or JSON).\n" +
+			"SIGINT or SIGTERM leaves the cluster gracefully, then exits 0.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config-file", Usage: "HCL or JSON configuration `FILE`"},
+			&cli.BoolFlag{Name: "dev", Usage: "development mode: in-memory state, loopback binds, fast gossip timers"},
+			&cli.StringFlag{Name: "node", Usage: "node `NAME`, unique in the cluster (default: hostname)"},
+			&cli.StringFlag{Name: "datacenter", Usage: "datacenter `NAME` (default: dc1)"},
+			&cli.StringFlag{Name: "bind", Usage: "gossip `ADDR` host:port, UDP and TCP (default: 0.0.0.0:7946, --dev: 127.0.0.1:7946)"},
+			&cli.StringFlag{Name: "advertise", Usage: "gossip `ADDR` host:port peers should use (default: derived from --bind)"},
+			&cli.StringFlag{Name: "rpc-addr", Usage: "catalog replication `ADDR` host:port, TCP (default: gossip host, gossip port + 1)"},
+			&cli.StringSliceFlag{Name: "join", Usage: "seed `ADDR` host:port to join; repeatable; retried with backoff"},
+			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
+			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
+			&cli.DurationFlag{Name: "reap-after", Usage: "remove failed nodes and their services after `DURATION` (default: 72h)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
+			&cli.BoolFlag{Name: "log-json", Usage: "log JSON lines instead of text"},
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return err },
+		Action:       runAgent,
+	}
+}
+
+// agentConfig builds the agent configuration: profile defaults, then the
+// configuration file, then the flags that were set.
+func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
+	var fc *node.FileConfig
+	if path := c.String("config-file"); path != "" {
+		var err error
+		if fc, err = node.LoadConfigFile(path); err != nil {
+			return node.Config{}, "", false, err
+		}
+	}
+	dev := c.Bool("dev")
+	if !c.IsSet("dev") && fc != nil && fc.Dev != nil {
+		dev = *fc.Dev
+	}
+	cfg := node.DefaultConfig()
+	if dev {
+		cfg = node.DevConfig()
+	}
+	level, jsonLogs := c.String("log-level"), c.Bool("log-json")
+	if fc != nil {
+		if err := fc.Apply(&cfg); err != nil {
+			return cfg, "", false, err
+		}
+		if fc.LogLevel != nil && !c.IsSet("log-level") {
+			level = *fc.LogLevel
+		}
+		if fc.LogJSON != nil && !c.IsSet("log-json") {
+			jsonLogs = *fc.LogJSON
+		}
+	}
+	for flag, dst := range map[string]*string{
+		"node": &cfg.NodeName, "datacenter": &cfg.Datacenter, "bind": &cfg.BindAddr,
+		"advertise": &cfg.AdvertiseAddr, "rpc-addr": &cfg.RPCAddr, "http-addr": &cfg.HTTPAddr,
+		"data-dir": &cfg.DataDir,
+	} {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	if c.IsSet("join") {
+		cfg.Join = c.StringSlice("join")
+	}
+	if c.IsSet("reap-after") {
+		cfg.ReapAfter = c.Duration("reap-after")
+	}
+	if !dev && cfg.DataDir == "" {
+		return cfg, "", false, errors.New("--data-dir is required (or run with --dev for an in-memory agent)")
+	}
+	return cfg, level, jsonLogs, nil
+}
+
+func runAgent(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("agent takes no arguments, got %q", c.Args().First())
+	}
+	cfg, level, jsonLogs, err := agentConfig(c)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(c.App.ErrWriter, level, jsonLogs)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	agent, err := node.New(cfg)
+	if err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	if err := agent.Start(); err != nil {
+		agent.Shutdown()
+		return err
+	}
+	select {
+	case sig := <-sigs:
+		logger.Info("signal received, leaving the cluster", "signal", sig.String())
+	case <-agent.LeaveRequested():
+		logger.Info("leave requested over the API, leaving the cluster")
+	}
+	left := make(chan error, 1)
+	go func() { left <- agent.Leave() }()
+	select {
+	case err := <-left:
+		if err != nil {
+			logger.Warn("graceful leave failed", "err", err)
+		}
+	case sig := <-sigs:
+		logger.Warn("second signal, shutting down without leaving", "signal", sig.String())
+	}
+	if err := agent.Shutdown(); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	logger.Info("agent stopped")
+	return nil
+}
+
+// newLogger builds the process logger writing to w.
+func newLogger(w io.Writer, level string, jsonLogs bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if jsonLogs {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

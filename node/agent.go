@@ -1,0 +1,211 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoal-mesh/shoal/gossip"
+)
+
+// Agent is one Shoal agent: gossip membership, the services it owns and the
+// local HTTP API. Create it with New, then Start; Leave before Shutdown for a
+// graceful exit.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	nodeID  string
+	reg     *registry
+	cluster *gossip.Cluster
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	// leaveCh is closed when a client asks the agent to leave (PUT /v1/agent/leave).
+	leaveCh   chan struct{}
+	leaveOnce sync.Once
+
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+}
+
+// New validates cfg and prepares an agent; nothing listens until Start.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Agent{
+		cfg:     cfg,
+		log:     log.With("component", "agent"),
+		leaveCh: make(chan struct{}),
+		stop:    make(chan struct{}),
+	}, nil
+}
+
+// Start loads the data dir, binds the HTTP API and the gossip ports (failing
+// at once when one is taken), publishes the local catalog and starts joining
+// the seeds.
+func (a *Agent) Start() (err error) {
+	var st *store
+	snapshot := ""
+	if a.cfg.DataDir != "" {
+		if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		st = &store{dir: a.cfg.DataDir}
+		snapshot = filepath.Join(a.cfg.DataDir, "serf.snapshot")
+	}
+	if a.nodeID, err = loadNodeID(a.cfg.DataDir); err != nil {
+		return fmt.Errorf("node ID: %w", err)
+	}
+	if a.reg, err = newRegistry(st, time.Now); err != nil {
+		return fmt.Errorf("load catalog: %w", err)
+	}
+
+	a.httpLn, err = net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http api: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			a.httpLn.Close()
+		}
+	}()
+
+	gcfg := a.cfg.gossipConfig(a.nodeID, a.httpLn.Addr().String(), snapshot)
+	if a.cluster, err = gossip.New(gcfg); err != nil {
+		return err
+	}
+	if err = a.cluster.Start(); err != nil {
+		return err
+	}
+	a.reg.publish = a.cluster.Publish
+	if err = a.reg.bump(); err != nil {
+		a.cluster.Shutdown()
+		return err
+	}
+
+	a.httpSrv = &http.Server{
+		Handler:           newAPI(a).handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http api stopped", "err", err)
+		}
+	}()
+	go a.maintain()
+	a.log.Info("agent started", "node", a.cfg.NodeName, "http", a.HTTPAddr(),
+		"data_dir", a.cfg.DataDir, "services", len(a.reg.current().Services))
+	return nil
+}
+
+// maintain reaps old tombstones of the local catalog.
+func (a *Agent) maintain() {
+	defer a.wg.Done()
+	ttl := a.cfg.Gossip.TombstoneTTL
+	tick := time.NewTicker(min(ttl/10, time.Hour))
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-tick.C:
+			if err := a.reg.reapTombstones(ttl); err != nil {
+				a.log.Warn("reap tombstones failed", "err", err)
+			}
+		}
+	}
+}
+
+// HTTPAddr is the address the HTTP API listens on.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Cluster is the agent's gossip cluster.
+func (a *Agent) Cluster() *gossip.Cluster { return a.cluster }
+
+// NodeName is the agent's name in the cluster.
+func (a *Agent) NodeName() string { return a.cfg.NodeName }
+
+// LeaveRequested is closed when a client asked the agent to leave over the
+// API; the owner of the agent should then Leave and Shutdown.
+func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
+
+func (a *Agent) requestLeave() { a.leaveOnce.Do(func() { close(a.leaveCh) }) }
+
+// Leave tells the cluster this agent is leaving, so peers see it as left
+// (its services removed) rather than failed.
+func (a *Agent) Leave() error {
+	if a.cluster == nil {
+		return nil
+	}
+	return a.cluster.Leave()
+}
+
+// Shutdown stops the HTTP API (finishing in-flight requests within a few
+// seconds) and gossip, and waits for every goroutine. Safe to call twice.
+func (a *Agent) Shutdown() error {
+	var err error
+	a.shutdownOnce.Do(func() {
+		close(a.stop)
+		if a.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if e := a.httpSrv.Shutdown(ctx); e != nil {
+				a.httpSrv.Close()
+			}
+		}
+		if a.cluster != nil {
+			err = a.cluster.Shutdown()
+		}
+		a.wg.Wait()
+	})
+	return err
+}
+
+// loadNodeID returns the agent's stable node ID, created on first start and
+// kept in the data dir; without a data dir a new one is made each start.
+func loadNodeID(dir string) (string, error) {
+	if dir != "" {
+		b, err := os.ReadFile(filepath.Join(dir, "node-id"))
+		if err == nil {
+			return strings.TrimSpace(string(b)), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	id := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	if dir != "" {
+		if err := writeFileAtomic(filepath.Join(dir, "node-id"), []byte(id+"\n")); err != nil {
+			return "", err
+		}
+	}
+	return id, nil
+}

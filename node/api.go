@@ -1,0 +1,182 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxBody bounds request bodies; larger ones get 413.
+const maxBody = 1 << 20
+
+// Blocking query limits, as Consul's.
+const (
+	defaultWait = 5 * time.Minute
+	maxWait     = 10 * time.Minute
+)
+
+// api serves the Consul-compatible HTTP API of an agent.
+type api struct {
+	a *Agent
+}
+
+func newAPI(a *Agent) *api { return &api{a: a} }
+
+func (s *api) handler() http.Handler {
+	mux := http.NewServeMux()
+	// Agent: this node's own services and its view of the cluster.
+	mux.HandleFunc("PUT /v1/agent/service/register", s.registerService)
+	mux.HandleFunc("PUT /v1/agent/service/deregister/{id}", s.deregisterService)
+	mux.HandleFunc("GET /v1/agent/services", s.agentServices)
+	mux.HandleFunc("GET /v1/agent/service/{id}", s.agentService)
+	mux.HandleFunc("GET /v1/agent/members", s.agentMembers)
+	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
+	mux.HandleFunc("PUT /v1/agent/join/{address}", s.agentJoin)
+	mux.HandleFunc("PUT /v1/agent/leave", s.agentLeave)
+	// Catalog and health: the converged view of every node's services.
+	mux.HandleFunc("GET /v1/catalog/services", s.catalogServices)
+	mux.HandleFunc("GET /v1/catalog/service/{name}", s.catalogService)
+	mux.HandleFunc("GET /v1/catalog/nodes", s.catalogNodes)
+	mux.HandleFunc("GET /v1/catalog/node/{node}", s.catalogNode)
+	mux.HandleFunc("GET /v1/health/service/{name}", s.healthService)
+	mux.HandleFunc("GET /v1/health/checks/{service}", s.healthChecks)
+	mux.HandleFunc("GET /v1/health/node/{node}", s.healthNode)
+	mux.HandleFunc("GET /v1/health/state/{state}", s.healthState)
+	// Status: a leaderless cluster answers for itself.
+	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
+	mux.HandleFunc("GET /v1/status/peers", s.statusPeers)
+	return mux
+}
+
+// writeJSON answers v as JSON; ?pretty indents it as Consul does.
+func writeJSON(w http.ResponseWriter, r *http.Request, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	if _, ok := r.URL.Query()["pretty"]; ok {
+		enc.SetIndent("", "    ")
+	}
+	if err := enc.Encode(v); err != nil {
+		// The status line is gone; nothing better to do than stop writing.
+		return
+	}
+}
+
+// writeError answers a one-line plain-text reason, as Consul does.
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	msg = strings.ReplaceAll(msg, "\n", "; ")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// decodeBody decodes one JSON value of at most maxBody bytes into v. It
+// answers the client itself and returns false when the body is unusable.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	err := dec.Decode(v)
+	if err == nil {
+		if _, extra := dec.Token(); extra != io.EOF {
+			err = errors.New("unexpected data after the JSON value")
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "request body exceeds %d bytes", tooBig.Limit)
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, "request body is empty: expected a JSON object")
+	case errors.As(err, &typeErr):
+		writeError(w, http.StatusBadRequest, "request decode failed: field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	default:
+		writeError(w, http.StatusBadRequest, "request decode failed: %v", err)
+	}
+	return false
+}
+
+// setMeta sets Consul's query-meta headers, which clients require.
+func setMeta(w http.ResponseWriter, index uint64) {
+	h := w.Header()
+	h.Set("X-Consul-Index", strconv.FormatUint(max(index, 1), 10))
+	h.Set("X-Consul-KnownLeader", "true")
+	h.Set("X-Consul-LastContact", "0")
+}
+
+// blocking answers a catalog or health read, as a blocking query when the
+// client sent ?index=N: it waits until the catalog index passes N, the
+// ?wait time (default 5m, at most 10m, plus up to 1/16 jitter) runs out or
+// the client goes away.
+func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) {
+	q := r.URL.Query()
+	cat := s.a.cluster.Catalog()
+	if idx := q.Get("index"); idx != "" {
+		after, err := strconv.ParseUint(idx, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid index %q: want a non-negative integer", idx)
+			return
+		}
+		wait := defaultWait
+		if ws := q.Get("wait"); ws != "" {
+			if wait, err = parseWait(ws); err != nil {
+				writeError(w, http.StatusBadRequest, "invalid wait %q: %v", ws, err)
+				return
+			}
+		}
+		wait = min(wait, maxWait)
+		wait += rand.N(wait/16 + 1)
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		for {
+			changed := cat.Changed()
+			if cat.Index() > after {
+				break
+			}
+			select {
+			case <-changed:
+				continue
+			case <-timer.C:
+			case <-r.Context().Done():
+				return
+			}
+			break
+		}
+	}
+	index := cat.Index()
+	v := read()
+	setMeta(w, index)
+	writeJSON(w, r, v)
+}
+
+// parseWait reads Consul's wait parameter: a duration ("10s", "1m") or a
+// number of seconds.
+func parseWait(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, errors.New("want a duration such as 10s or 5m")
+	}
+	return d, nil
+}
+
+// boolParam reports whether a flag-like query parameter is set: present and
+// not "0" or "false".
+func boolParam(r *http.Request, name string) bool {
+	v, ok := r.URL.Query()[name]
+	if !ok {
+		return false
+	}
+	return len(v) == 0 || (v[0] != "0" && v[0] != "false")
+}

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+
+	"github.com/shoal-mesh/shoal/gossip"
+)
+
+// Version is reported by /v1/agent/self and the CLI.
+const Version = "0.1.0"
+
+func (s *api) registerService(w http.ResponseWriter, r *http.Request) {
+	var def ServiceDefinition
+	if !decodeBody(w, r, &def) {
+		return
+	}
+	checks, err := normalizeService(&def)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid service: %v", err)
+		return
+	}
+	if err := s.a.reg.register(def, checks); err != nil {
+		s.a.log.Error("register failed", "service", def.ID, "err", err)
+		writeError(w, http.StatusInternalServerError, "register %q: %v", def.ID, err)
+		return
+	}
+	s.a.log.Debug("service registered", "service", def.ID, "name", def.Name)
+}
+
+func (s *api) deregisterService(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := s.a.reg.deregister(id)
+	switch {
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, "unknown service ID %q", id)
+	case err != nil:
+		s.a.log.Error("deregister failed", "service", id, "err", err)
+		writeError(w, http.StatusInternalServerError, "deregister %q: %v", id, err)
+	default:
+		s.a.log.Debug("service deregistered", "service", id)
+	}
+}
+
+func (s *api) agentServices(w http.ResponseWriter, r *http.Request) {
+	out := make(map[string]AgentService)
+	for _, ls := range s.a.reg.services() {
+		out[ls.Def.ID] = agentService(ls.gossipService(), s.a.cfg.Datacenter, ls.Version)
+	}
+	writeJSON(w, r, out)
+}
+
+func (s *api) agentService(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	ls, ok := s.a.reg.current().Services[id]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown service ID %q", id)
+		return
+	}
+	setMeta(w, ls.Version)
+	writeJSON(w, r, agentService(ls.gossipService(), s.a.cfg.Datacenter, ls.Version))
+}
+
+func (s *api) agentMembers(w http.ResponseWriter, r *http.Request) {
+	members := s.a.cluster.Members()
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	out := make([]AgentMember, len(members))
+	for i, m := range members {
+		out[i] = agentMember(m)
+	}
+	writeJSON(w, r, out)
+}
+
+func (s *api) agentSelf(w http.ResponseWriter, r *http.Request) {
+	local := s.a.cluster.LocalMember()
+	st := s.a.cluster.Stats()
+	writeJSON(w, r, map[string]any{
+		"Config": map[string]any{
+			"Datacenter": s.a.cfg.Datacenter,
+			"NodeName":   s.a.cfg.NodeName,
+			"NodeID":     s.a.nodeID,
+			"Version":    Version,
+			"Server":     false,
+			"Revision":   "shoal",
+		},
+		"Member": agentMember(local),
+		"Meta":   map[string]string{},
+		"Stats": map[string]any{
+			"catalog": map[string]any{
+				"version":    s.a.reg.current().Version,
+				"services":   len(s.a.reg.current().Services),
+				"rpc_addr":   s.a.cluster.RPCAddr(),
+				"bytes_out":  st.BytesOut,
+				"bytes_in":   st.BytesIn,
+				"pushes_out": st.PushesOut,
+				"pulls":      st.Pulls,
+			},
+		},
+	})
+}
+
+func (s *api) agentJoin(w http.ResponseWriter, r *http.Request) {
+	addr := r.PathValue("address")
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "7946")
+	}
+	if _, err := s.a.cluster.Join([]string{addr}); err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+func (s *api) agentLeave(w http.ResponseWriter, r *http.Request) {
+	// Answer first: leaving shuts the API down.
+	s.a.requestLeave()
+}
+
+func (s *api) statusLeader(w http.ResponseWriter, r *http.Request) {
+	// There is no leader: every agent is the authority for the services it
+	// owns. Answering with this agent's own gossip address lets tools that
+	// wait for "a leader" proceed.
+	setMeta(w, s.a.cluster.Catalog().Index())
+	writeJSON(w, r, s.a.cluster.LocalMember().GossipAddr())
+}
+
+func (s *api) statusPeers(w http.ResponseWriter, r *http.Request) {
+	peers := []string{}
+	for _, m := range s.a.cluster.Catalog().Members() {
+		if m.Status == gossip.StatusAlive {
+			peers = append(peers, m.GossipAddr())
+		}
+	}
+	writeJSON(w, r, peers)
+}
+
+func agentMember(m gossip.Member) AgentMember {
+	return AgentMember{
+		Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Tags: m.Tags, Status: int(m.Status),
+		ProtocolMin: m.ProtocolMin, ProtocolMax: m.ProtocolMax, ProtocolCur: m.ProtocolCur,
+		DelegateMin: m.DelegateMin, DelegateMax: m.DelegateMax, DelegateCur: m.DelegateCur,
+	}
+}
+
+func agentService(s *gossip.Service, dc string, version uint64) AgentService {
+	tags := s.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	meta := s.Meta
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	return AgentService{
+		ID: s.ID, Service: s.Name, Tags: tags, Meta: meta, Port: s.Port, Address: s.Address,
+		Weights:           Weights{Passing: s.Weights.Passing, Warning: s.Weights.Warning},
+		EnableTagOverride: s.EnableTagOverride, Datacenter: dc,
+		CreateIndex: version, ModifyIndex: version,
+	}
+}

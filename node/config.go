@@ -1,0 +1,142 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/shoal-mesh/shoal/gossip"
+)
+
+// Config configures an Agent. Start from DefaultConfig (or DevConfig).
+type Config struct {
+	// NodeName is this agent's unique name in the cluster. Default: hostname.
+	NodeName string
+	// Datacenter is reported by the API, as Consul's. Default: dc1.
+	Datacenter string
+	// BindAddr is the gossip address, host:port, UDP and TCP. Default 0.0.0.0:7946.
+	BindAddr string
+	// AdvertiseAddr is the gossip address peers use; empty: derived from BindAddr.
+	AdvertiseAddr string
+	// RPCAddr is the TCP address of the node-to-node catalog path; empty:
+	// the gossip host, one port above the gossip port.
+	RPCAddr string
+	// Join lists seed gossip addresses; the agent retries them with backoff
+	// until one answers.
+	Join []string
+	// HTTPAddr is the local HTTP API address. Default 127.0.0.1:8500.
+	HTTPAddr string
+	// DataDir holds the agent's state (services, node ID, serf snapshot).
+	// Empty keeps everything in memory: a restart forgets all (--dev).
+	DataDir string
+	// ReapAfter is how long a failed node is kept before it and its services
+	// are removed. Default 72h.
+	ReapAfter time.Duration
+	// Gossip holds the gossip tunables; the fields above override theirs.
+	Gossip gossip.Config
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:   host,
+		Datacenter: "dc1",
+		BindAddr:   "0.0.0.0:7946",
+		HTTPAddr:   "127.0.0.1:8500",
+		ReapAfter:  72 * time.Hour,
+		Gossip:     gossip.DefaultConfig(),
+	}
+}
+
+// DevConfig returns the --dev profile: state in memory, loopback binds and
+// memberlist's fast local timers.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.BindAddr = "127.0.0.1:7946"
+	c.Gossip.Timing = gossip.LocalTiming()
+	c.Gossip.SyncInterval = 2 * time.Second
+	c.Gossip.JoinBackoff = 200 * time.Millisecond
+	c.Gossip.JoinBackoffMax = 5 * time.Second
+	return c
+}
+
+// TestConfig returns a profile for in-process tests: loopback, ephemeral
+// ports, no data dir and the fastest timers.
+func TestConfig(name string) Config {
+	c := DefaultConfig()
+	c.NodeName = name
+	c.BindAddr = "127.0.0.1:0"
+	c.HTTPAddr = "127.0.0.1:0"
+	c.Gossip = gossip.TestConfig(name)
+	return c
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty"))
+	} else if len(c.NodeName) > maxNameLen || !nameRe.MatchString(c.NodeName) {
+		errs = append(errs, fmt.Errorf("node name %q must be 1-%d letters, digits, '-' or '_'", c.NodeName, maxNameLen))
+	}
+	if c.Datacenter == "" || !nameRe.MatchString(c.Datacenter) {
+		errs = append(errs, fmt.Errorf("datacenter %q must be letters, digits, '-' or '_'", c.Datacenter))
+	}
+	for flag, addr := range map[string]string{"bind": c.BindAddr, "http-addr": c.HTTPAddr} {
+		if err := checkHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", flag, addr, err))
+		}
+	}
+	for flag, addr := range map[string]string{"advertise": c.AdvertiseAddr, "rpc-addr": c.RPCAddr} {
+		if addr == "" {
+			continue
+		}
+		if err := checkHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", flag, addr, err))
+		}
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			errs = append(errs, fmt.Errorf("join %q: want host:port", j))
+		}
+	}
+	if c.ReapAfter <= 0 {
+		errs = append(errs, fmt.Errorf("reap-after %v: must be positive", c.ReapAfter))
+	}
+	return errors.Join(errs...)
+}
+
+// checkHostPort checks an IP:port address.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want IP:port")
+	}
+	if net.ParseIP(host) == nil {
+		return fmt.Errorf("host %q is not an IP address", host)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q is not a number in 0-65535", port)
+	}
+	return nil
+}
+
+// gossipConfig merges the agent's settings into the gossip configuration.
+func (c *Config) gossipConfig(nodeID, httpAddr, snapshot string) gossip.Config {
+	g := c.Gossip
+	g.NodeName, g.NodeID, g.Datacenter = c.NodeName, nodeID, c.Datacenter
+	g.BindAddr, g.AdvertiseAddr, g.RPCAddr = c.BindAddr, c.AdvertiseAddr, c.RPCAddr
+	g.Seeds = c.Join
+	g.ReapAfter = c.ReapAfter
+	g.SnapshotPath = snapshot
+	g.Logger = c.Logger
+	g.Tags = map[string]string{gossip.TagHTTP: httpAddr}
+	return g
+}

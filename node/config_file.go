@@ -1,0 +1,90 @@
+package node
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl"
+)
+
+// FileConfig is the agent's configuration file, HCL or JSON (HCL's parser
+// reads both). Keys are snake_case; unset keys keep their defaults.
+//
+//	node_name  = "web-1"
+//	bind_addr  = "10.0.0.5:7946"
+//	join       = ["10.0.0.2:7946", "10.0.0.3:7946"]
+//	data_dir   = "/var/lib/shoal"
+//	reap_after = "72h"
+type FileConfig struct {
+	Dev           *bool    `hcl:"dev"`
+	NodeName      *string  `hcl:"node_name"`
+	Datacenter    *string  `hcl:"datacenter"`
+	BindAddr      *string  `hcl:"bind_addr"`
+	AdvertiseAddr *string  `hcl:"advertise_addr"`
+	RPCAddr       *string  `hcl:"rpc_addr"`
+	Join          []string `hcl:"join"`
+	HTTPAddr      *string  `hcl:"http_addr"`
+	DataDir       *string  `hcl:"data_dir"`
+	ReapAfter     *string  `hcl:"reap_after"`
+	LogLevel      *string  `hcl:"log_level"`
+	LogJSON       *bool    `hcl:"log_json"`
+}
+
+var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
+	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json"}
+
+// LoadConfigFile reads a configuration file. Unknown keys are an error, so a
+// typo never goes unnoticed.
+func LoadConfigFile(path string) (*FileConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]any
+	if err := hcl.Decode(&raw, string(b)); err != nil {
+		return nil, fmt.Errorf("config file %s: %s", path, strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	for k := range raw {
+		known := false
+		for _, kk := range knownFileKeys {
+			known = known || k == kk
+		}
+		if !known {
+			return nil, fmt.Errorf("config file %s: unknown key %q (known: %s)", path, k, strings.Join(knownFileKeys, ", "))
+		}
+	}
+	var fc FileConfig
+	if err := hcl.Decode(&fc, string(b)); err != nil {
+		return nil, fmt.Errorf("config file %s: %s", path, strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	return &fc, nil
+}
+
+// Apply copies the file's settings over c.
+func (fc *FileConfig) Apply(c *Config) error {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&c.NodeName, fc.NodeName)
+	set(&c.Datacenter, fc.Datacenter)
+	set(&c.BindAddr, fc.BindAddr)
+	set(&c.AdvertiseAddr, fc.AdvertiseAddr)
+	set(&c.RPCAddr, fc.RPCAddr)
+	set(&c.HTTPAddr, fc.HTTPAddr)
+	set(&c.DataDir, fc.DataDir)
+	if fc.Join != nil {
+		c.Join = fc.Join
+	}
+	if fc.ReapAfter != nil {
+		d, err := time.ParseDuration(*fc.ReapAfter)
+		if err != nil {
+			return fmt.Errorf("config file: reap_after %q: want a duration such as 72h", *fc.ReapAfter)
+		}
+		c.ReapAfter = d
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// startAgent starts an in-process agent with the test profile; cfg may
+// adjust the configuration first.
+func startAgent(t *testing.T, name string, adjust func(*Config)) *Agent {
+	t.Helper()
+	cfg := TestConfig(name)
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Shutdown() })
+	return a
+}
+
+// startAgents starts n agents joined through the first and waits until every
+// one sees n alive members.
+func startAgents(t *testing.T, n int) []*Agent {
+	t.Helper()
+	var as []*Agent
+	for i := range n {
+		as = append(as, startAgent(t, fmt.Sprintf("n%d", i), func(c *Config) {
+			if i > 0 {
+				c.Join = []string{as[0].Cluster().LocalMember().GossipAddr()}
+			}
+		}))
+	}
+	waitFor(t, 15*time.Second, "all agents alive everywhere", func() bool {
+		for _, a := range as {
+			alive := 0
+			for _, m := range a.Cluster().Catalog().Members() {
+				if m.Status.String() == "alive" {
+					alive++
+				}
+			}
+			if alive != n {
+				return false
+			}
+		}
+		return true
+	})
+	return as
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// do sends a request to an agent's HTTP API and returns status and body.
+func do(t *testing.T, a *Agent, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, "http://"+a.HTTPAddr()+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+// healthEntries reads /v1/health/service/NAME from an agent.
+func healthEntries(t *testing.T, a *Agent, name, query string) []ServiceEntry {
+	t.Helper()
+	code, body := do(t, a, "GET", "/v1/health/service/"+name+query, nil)
+	if code != http.StatusOK {
+		t.Fatalf("health/service/%s: %d %s", name, code, body)
+	}
+	var out []ServiceEntry
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
