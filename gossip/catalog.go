@@ -3,6 +3,7 @@ package gossip
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,10 @@ type Catalog struct {
 	left    map[string]uint64
 	index   uint64
 	changed chan struct{}
+
+	// indexNow mirrors index for lock-free reads on hot paths (the proxy
+	// checks it on every request).
+	indexNow atomic.Uint64
 }
 
 func newCatalog(local string, now func() time.Time) *Catalog {
@@ -52,15 +57,14 @@ func newCatalog(local string, now func() time.Time) *Catalog {
 		changed: make(chan struct{}),
 	}
 	c.index = NextVersion(0, now())
+	c.indexNow.Store(c.index)
 	return c
 }
 
 // Index is the catalog's change index (Consul's X-Consul-Index): it grows on
 // every change of records or membership, also across restarts.
 func (c *Catalog) Index() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.index
+	return c.indexNow.Load()
 }
 
 // Changed returns a channel that is closed at the next change after the call.
@@ -73,6 +77,7 @@ func (c *Catalog) Changed() <-chan struct{} {
 // bumpLocked records a change and wakes the waiters. Call with mu held.
 func (c *Catalog) bumpLocked() {
 	c.index = NextVersion(c.index, c.now())
+	c.indexNow.Store(c.index)
 	close(c.changed)
 	c.changed = make(chan struct{})
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+	"github.com/shoal-mesh/shoal/lb"
 )
 
 // Agent is one Shoal agent: gossip membership, the services it owns and the
@@ -27,7 +28,9 @@ type Agent struct {
 	log     *slog.Logger
 	nodeID  string
 	reg     *registry
+	checks  *checkManager
 	cluster *gossip.Cluster
+	proxy   *lb.Proxy
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -96,9 +99,25 @@ func (a *Agent) Start() (err error) {
 		return err
 	}
 	a.reg.publish = a.cluster.Publish
+	a.checks = newCheckManager(a, a.log)
+	a.reg.committed = a.checks.sync
 	if err = a.reg.bump(); err != nil {
+		a.checks.shutdown()
 		a.cluster.Shutdown()
 		return err
+	}
+
+	if a.cfg.Proxy.HTTPAddr != "" || len(a.cfg.Proxy.Upstreams) > 0 {
+		pcfg := a.cfg.Proxy
+		pcfg.Logger = a.cfg.Logger
+		if a.proxy, err = lb.New(pcfg, lbView{cat: a.cluster.Catalog()}); err == nil {
+			err = a.proxy.Start()
+		}
+		if err != nil {
+			a.checks.shutdown()
+			a.cluster.Shutdown()
+			return err
+		}
 	}
 
 	a.httpSrv = &http.Server{
@@ -120,26 +139,61 @@ func (a *Agent) Start() (err error) {
 	return nil
 }
 
-// maintain reaps old tombstones of the local catalog.
+// maintain deregisters services that stayed critical past their checks'
+// DeregisterCriticalServiceAfter and reaps old tombstones.
 func (a *Agent) maintain() {
 	defer a.wg.Done()
 	ttl := a.cfg.Gossip.TombstoneTTL
-	tick := time.NewTicker(min(ttl/10, time.Hour))
-	defer tick.Stop()
+	reap := time.NewTicker(min(ttl/10, time.Hour))
+	defer reap.Stop()
+	critical := time.NewTicker(time.Second)
+	defer critical.Stop()
 	for {
 		select {
 		case <-a.stop:
 			return
-		case <-tick.C:
+		case <-reap.C:
 			if err := a.reg.reapTombstones(ttl); err != nil {
 				a.log.Warn("reap tombstones failed", "err", err)
+			}
+		case <-critical.C:
+			a.deregisterCritical(time.Now())
+		}
+	}
+}
+
+// deregisterCritical removes services with a check critical for longer
+// than its DeregisterCriticalServiceAfter.
+func (a *Agent) deregisterCritical(now time.Time) {
+	for _, ls := range a.reg.services() {
+		for _, c := range ls.Checks {
+			after := time.Duration(c.Def.DeregisterCriticalServiceAfter)
+			if after <= 0 || c.Status != gossip.StatusCritical || c.CriticalSince == 0 {
+				continue
+			}
+			if since := now.Sub(time.UnixMicro(c.CriticalSince)); since > after {
+				a.log.Info("deregistering service critical for too long", "service", ls.Def.ID,
+					"check", c.Def.CheckID, "critical_for", since.Round(time.Second))
+				if err := a.reg.deregister(ls.Def.ID); err != nil && !errors.Is(err, errNotFound) {
+					a.log.Warn("deregister failed", "service", ls.Def.ID, "err", err)
+				}
+				break
 			}
 		}
 	}
 }
 
+// UpdateCheck records a check result of a local check: the one way checks
+// report. A status change is persisted and replicated like a registration.
+func (a *Agent) UpdateCheck(checkID, status, output string) error {
+	return a.reg.updateCheck(checkID, status, output)
+}
+
 // HTTPAddr is the address the HTTP API listens on.
 func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Proxy is the agent's forwarding proxy, or nil when disabled.
+func (a *Agent) Proxy() *lb.Proxy { return a.proxy }
 
 // Cluster is the agent's gossip cluster.
 func (a *Agent) Cluster() *gossip.Cluster { return a.cluster }
@@ -168,6 +222,16 @@ func (a *Agent) Shutdown() error {
 	var err error
 	a.shutdownOnce.Do(func() {
 		close(a.stop)
+		if a.proxy != nil {
+			// Drain the proxy first: in-flight requests finish while the
+			// view is still live.
+			if e := a.proxy.Shutdown(context.Background()); e != nil {
+				a.log.Warn("proxy shutdown", "err", e)
+			}
+		}
+		if a.checks != nil {
+			a.checks.shutdown()
+		}
 		if a.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+	"github.com/shoal-mesh/shoal/lb"
 )
 
 // Config configures an Agent. Start from DefaultConfig (or DevConfig).
@@ -38,6 +39,9 @@ type Config struct {
 	ReapAfter time.Duration
 	// Gossip holds the gossip tunables; the fields above override theirs.
 	Gossip gossip.Config
+	// Proxy configures the local forwarding proxy (HTTP on 127.0.0.1:15001
+	// by default; an empty HTTPAddr and no upstreams disable it).
+	Proxy lb.Config
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -52,6 +56,7 @@ func DefaultConfig() Config {
 		HTTPAddr:   "127.0.0.1:8500",
 		ReapAfter:  72 * time.Hour,
 		Gossip:     gossip.DefaultConfig(),
+		Proxy:      lb.DefaultConfig(),
 	}
 }
 
@@ -75,6 +80,8 @@ func TestConfig(name string) Config {
 	c.BindAddr = "127.0.0.1:0"
 	c.HTTPAddr = "127.0.0.1:0"
 	c.Gossip = gossip.TestConfig(name)
+	c.Proxy.HTTPAddr = "127.0.0.1:0"
+	c.Proxy.ShutdownTimeout = 2 * time.Second
 	return c
 }
 
@@ -106,6 +113,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			errs = append(errs, fmt.Errorf("join %q: want host:port", j))
 		}
+	}
+	if err := c.Proxy.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ReapAfter <= 0 {
 		errs = append(errs, fmt.Errorf("reap-after %v: must be positive", c.ReapAfter))

@@ -30,10 +30,16 @@ type FileConfig struct {
 	ReapAfter     *string  `hcl:"reap_after"`
 	LogLevel      *string  `hcl:"log_level"`
 	LogJSON       *bool    `hcl:"log_json"`
+	ProxyAddr     *string  `hcl:"proxy_addr"`
+	// Upstreams are "NAME=ADDR" TCP listeners, as --upstream.
+	Upstreams  []string          `hcl:"upstreams"`
+	LBPolicy   *string           `hcl:"lb_policy"`
+	LBPolicies map[string]string `hcl:"lb_policies"`
 }
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
-	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json"}
+	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
+	"proxy_addr", "upstreams", "lb_policy", "lb_policies"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -79,6 +85,18 @@ func (fc *FileConfig) Apply(c *Config) error {
 	if fc.Join != nil {
 		c.Join = fc.Join
 	}
+	set(&c.Proxy.HTTPAddr, fc.ProxyAddr)
+	set(&c.Proxy.Policy, fc.LBPolicy)
+	if fc.LBPolicies != nil {
+		c.Proxy.Policies = fc.LBPolicies
+	}
+	if fc.Upstreams != nil {
+		ups, err := ParseUpstreams(fc.Upstreams)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		c.Proxy.Upstreams = ups
+	}
 	if fc.ReapAfter != nil {
 		d, err := time.ParseDuration(*fc.ReapAfter)
 		if err != nil {
@@ -87,4 +105,20 @@ func (fc *FileConfig) Apply(c *Config) error {
 		c.ReapAfter = d
 	}
 	return nil
+}
+
+// ParseUpstreams reads "NAME=HOST:PORT" upstream definitions.
+func ParseUpstreams(defs []string) (map[string]string, error) {
+	out := make(map[string]string, len(defs))
+	for _, d := range defs {
+		name, addr, ok := strings.Cut(d, "=")
+		if !ok || validateName(name) != nil || checkHostPort(addr) != nil {
+			return nil, fmt.Errorf("upstream %q: want NAME=IP:PORT with a valid service name", d)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("upstream %q: service %s is listed twice", d, name)
+		}
+		out[name] = addr
+	}
+	return out, nil
 }

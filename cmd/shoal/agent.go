@@ -32,6 +32,9 @@ func agentCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "join", Usage: "seed `ADDR` host:port to join; repeatable; retried with backoff"},
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
+			&cli.StringFlag{Name: "proxy-addr", Usage: "HTTP proxy `ADDR` host:port; empty disables (default: 127.0.0.1:15001)"},
+			&cli.StringSliceFlag{Name: "upstream", Usage: "TCP upstream `NAME=ADDR`: a local listener balancing over service NAME; repeatable"},
+			&cli.StringFlag{Name: "lb-policy", Usage: "default balancing `POLICY`: round_robin, random, least_request, ewma or hash (default: least_request)"},
 			&cli.DurationFlag{Name: "reap-after", Usage: "remove failed nodes and their services after `DURATION` (default: 72h)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
 			&cli.BoolFlag{Name: "log-json", Usage: "log JSON lines instead of text"},
@@ -82,6 +85,19 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	}
 	if c.IsSet("join") {
 		cfg.Join = c.StringSlice("join")
+	}
+	if c.IsSet("proxy-addr") {
+		cfg.Proxy.HTTPAddr = c.String("proxy-addr")
+	}
+	if c.IsSet("lb-policy") {
+		cfg.Proxy.Policy = c.String("lb-policy")
+	}
+	if c.IsSet("upstream") {
+		ups, err := node.ParseUpstreams(c.StringSlice("upstream"))
+		if err != nil {
+			return cfg, "", false, err
+		}
+		cfg.Proxy.Upstreams = ups
 	}
 	if c.IsSet("reap-after") {
 		cfg.ReapAfter = c.Duration("reap-after")

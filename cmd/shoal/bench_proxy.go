@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+func benchProxyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "proxy",
+		Usage: "compare Shoal's proxy with nginx and HAProxy over the same 3 backends, using wrk",
+		Description: `Starts 3 nginx backends, then measures with wrk (keep-alive) in one run:
+direct to one backend, nginx and HAProxy proxying to the 3 backends, Shoal's
+HTTP proxy (a real "shoal agent" process), and the TCP path of HAProxy (mode
+tcp) and Shoal (--upstream). Every target runs --rounds times, interleaved,
+and the table shows medians. Needs the Debian packages wrk, nginx-light (or
+nginx) and haproxy.`,
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each wrk run"},
+			&cli.IntFlag{Name: "threads", Value: 2, Usage: "wrk threads"},
+			&cli.IntFlag{Name: "connections", Value: 64, Usage: "wrk connections"},
+			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "runs per target; medians are reported"},
+			&cli.IntFlag{Name: "workers", Value: 2, Usage: "nginx workers and HAProxy threads of the proxies (Shoal uses GOMAXPROCS)"},
+		},
+		Action: runBenchProxy,
+	}
+}
+
+type benchTarget struct {
+	name, url, host string
+}
+
+func runBenchProxy(c *cli.Context) error {
+	wrk, err := findTool("wrk", "wrk")
+	if err != nil {
+		return err
+	}
+	nginx, err := findTool("nginx", "nginx-light")
+	if err != nil {
+		return err
+	}
+	haproxy, err := findTool("haproxy", "haproxy")
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env, err := newBenchEnv()
+	if err != nil {
+		return err
+	}
+	defer env.close()
+
+	ports, err := benchPorts(12)
+	if err != nil {
+		return err
+	}
+	backends := ports[0:3]
+	nginxPort, haHTTP, haTCP := ports[3], ports[4], ports[5]
+	gossipPort, apiPort, proxyPort, shoalTCP := ports[6], ports[8], ports[9], ports[10]
+	workers := c.Int("workers")
+
+	if err := startNginx(env, nginx, "backends", 1, nginxBackends(env.dir, backends)); err != nil {
+		return err
+	}
+	if err := startNginx(env, nginx, "proxy", workers, nginxProxy(env.dir, nginxPort, backends)); err != nil {
+		return err
+	}
+	for _, mode := range []struct {
+		mode string
+		port int
+	}{{"http", haHTTP}, {"tcp", haTCP}} {
+		conf, err := env.write("haproxy-"+mode.mode+".cfg", haproxyConfig(mode.mode, workers, mode.port, backends))
+		if err != nil {
+			return err
+		}
+		if _, err := env.start(haproxy, "-db", "-f", conf); err != nil {
+			return err
+		}
+	}
+	if _, err := env.start(self, "agent", "--dev", "--node", "bench", "--log-level", "warn",
+		"--bind", fmt.Sprintf("127.0.0.1:%d", gossipPort),
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", apiPort),
+		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort),
+		"--upstream", fmt.Sprintf("web=127.0.0.1:%d", shoalTCP),
+		"--lb-policy", "round_robin"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 20*time.Second)
+	defer cancel()
+	for _, p := range append(append([]int{}, backends...), nginxPort, haHTTP, haTCP, apiPort, proxyPort, shoalTCP) {
+		if err := waitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
+			return err
+		}
+	}
+	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	for i, p := range backends {
+		body, _ := json.Marshal(map[string]any{"ID": fmt.Sprintf("web-%d", i+1), "Name": "web", "Address": "127.0.0.1", "Port": p})
+		req, _ := http.NewRequest(http.MethodPut, api+"/v1/agent/service/register", bytes.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("register backend: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("register backend: %s", resp.Status)
+		}
+	}
+	proxyURL := fmt.Sprintf("http://127.0.0.1:%d/", proxyPort)
+	if err := waitProxy(ctx, proxyURL, "web", 3); err != nil {
+		return err
+	}
+
+	targets := []benchTarget{
+		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), ""},
+		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), ""},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), ""},
+		{"shoal", proxyURL, "web"},
+		{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), ""},
+		{"shoal tcp", fmt.Sprintf("http://127.0.0.1:%d/", shoalTCP), ""},
+	}
+	d, threads, conns, rounds := c.Duration("duration"), c.Int("threads"), c.Int("connections"), c.Int("rounds")
+	fmt.Fprintf(c.App.ErrWriter, "wrk -t%d -c%d -d%s, %d rounds, %d targets: about %s\n",
+		threads, conns, d, rounds, len(targets), (time.Duration(rounds*len(targets)) * (d + time.Second)).Round(time.Second))
+	results := make(map[string][]wrkResult)
+	for round := 0; round < rounds; round++ {
+		for _, t := range targets {
+			r, err := runWrk(wrk, t.url, t.host, threads, conns, d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			results[t.name] = append(results[t.name], r)
+			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %v\n", round+1, t.name, r.RPS, r.P50, r.P99)
+		}
+	}
+	med := make(map[string]wrkResult)
+	for name, rs := range results {
+		med[name] = medianResult(rs)
+	}
+	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "target\trps\tp50\tp99\terrors\trps vs haproxy\tp99 vs haproxy\t")
+	for _, t := range targets {
+		r := med[t.name]
+		base := med["haproxy"]
+		if strings.HasSuffix(t.name, "tcp") {
+			base = med["haproxy tcp"]
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%d\t%.2f×\t%.2f×\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
+			r.P99.Round(time.Microsecond), r.Errors, r.RPS/base.RPS, float64(r.P99)/float64(base.P99))
+	}
+	return w.Flush()
+}
+
+// waitProxy waits until the proxy routes host to n distinct backends.
+func waitProxy(ctx context.Context, url, host string, n int) error {
+	seen := make(map[string]bool)
+	for len(seen) < n {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				seen[string(b)] = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shoal proxy never reached %d backends (saw %d)", n, len(seen))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func startNginx(env *benchEnv, nginx, name string, workers int, http string) error {
+	conf := fmt.Sprintf(`worker_processes %d;
+daemon off;
+master_process on;
+pid %[2]s/%[3]s.pid;
+error_log %[2]s/%[3]s.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path %[2]s/%[3]s-body;
+  proxy_temp_path %[2]s/%[3]s-proxy;
+  fastcgi_temp_path %[2]s/%[3]s-fcgi;
+  uwsgi_temp_path %[2]s/%[3]s-uwsgi;
+  scgi_temp_path %[2]s/%[3]s-scgi;
+%[4]s
+}
+`, workers, env.dir, name, http)
+	path, err := env.write("nginx-"+name+".conf", conf)
+	if err != nil {
+		return err
+	}
+	_, err = env.start(nginx, "-e", env.dir+"/"+name+".err", "-c", path)
+	return err
+}
+
+func nginxBackends(dir string, ports []int) string {
+	var b strings.Builder
+	for i, p := range ports {
+		fmt.Fprintf(&b, "  server { listen 127.0.0.1:%d; location / { return 200 \"backend %d\\n\"; } }\n", p, i+1)
+	}
+	return b.String()
+}
+
+func nginxProxy(dir string, port int, backends []int) string {
+	var b strings.Builder
+	b.WriteString("  upstream web {\n")
+	for _, p := range backends {
+		fmt.Fprintf(&b, "    server 127.0.0.1:%d;\n", p)
+	}
+	b.WriteString("    keepalive 256;\n  }\n")
+	fmt.Fprintf(&b, `  server {
+    listen 127.0.0.1:%d;
+    location / {
+      proxy_pass http://web;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+`, port)
+	return b.String()
+}
+
+func haproxyConfig(mode string, threads, port int, backends []int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+  nbthread %d
+  maxconn 4096
+defaults
+  mode %s
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+`, threads, mode)
+	if mode == "http" {
+		b.WriteString("  http-reuse always\n")
+	}
+	fmt.Fprintf(&b, "frontend f\n  bind 127.0.0.1:%d\n  default_backend b\nbackend b\n  balance roundrobin\n", port)
+	for i, p := range backends {
+		fmt.Fprintf(&b, "  server s%d 127.0.0.1:%d\n", i+1, p)
+	}
+	return b.String()
+}

@@ -1,0 +1,78 @@
+package lb
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// endpoint is the proxy's state for one instance: what the view says about
+// it plus what only the proxy knows. It outlives view refreshes.
+type endpoint struct {
+	id   string
+	addr string
+	// weight changes only under the pool's refresh lock, read atomically.
+	weight atomic.Int64
+
+	inflight atomic.Int64
+	requests atomic.Uint64 // served, for metrics and tests
+
+	// ewma is the peak-EWMA round-trip latency in nanoseconds, as float64
+	// bits; stamp is when it was last updated (Unix ns).
+	ewma  atomic.Uint64
+	stamp atomic.Int64
+
+	// ejectedUntil is the Unix ns time until which passive health keeps the
+	// endpoint out of the pool; 0 when it is in.
+	ejectedUntil atomic.Int64
+
+	// failures counts consecutive failures; any success resets it.
+	failures atomic.Int64
+
+	mu        sync.Mutex // guards the ejection bookkeeping below
+	ejects    int        // consecutive ejections, for the backoff
+	lastEject time.Time
+}
+
+func newEndpoint(in Instance) *endpoint {
+	e := &endpoint{id: in.ID, addr: in.Addr}
+	e.weight.Store(int64(max(in.Weight, 1)))
+	return e
+}
+
+// available reports whether the endpoint may take a new request: not
+// ejected and under the per-instance concurrency limit (0: no limit).
+func (e *endpoint) available(now int64, maxInflight int64) bool {
+	if until := e.ejectedUntil.Load(); until != 0 && now < until {
+		return false
+	}
+	return maxInflight <= 0 || e.inflight.Load() < maxInflight
+}
+
+// ewmaDecay is the time constant of the latency average.
+const ewmaDecay = float64(10 * time.Second)
+
+// observeLatency folds a round-trip time into the peak-EWMA: a slower
+// sample is taken at once, faster ones decay in over ewmaDecay.
+func (e *endpoint) observeLatency(rtt time.Duration, now int64) {
+	sample := float64(rtt)
+	prev := math.Float64frombits(e.ewma.Load())
+	last := e.stamp.Swap(now)
+	next := sample
+	if prev != 0 && sample < prev {
+		w := math.Exp(-float64(now-last) / ewmaDecay)
+		next = prev*w + sample*(1-w)
+	}
+	e.ewma.Store(math.Float64bits(next))
+}
+
+// cost is the peak-EWMA load estimate used by the ewma policy: latency
+// times (requests in flight + 1), divided by weight.
+func (e *endpoint) cost() float64 {
+	lat := math.Float64frombits(e.ewma.Load())
+	if lat == 0 {
+		lat = float64(time.Millisecond) // unknown: a neutral guess so new endpoints get tried
+	}
+	return lat * float64(e.inflight.Load()+1) / float64(e.weight.Load())
+}

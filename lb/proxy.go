@@ -1,0 +1,285 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// Proxy is the local forwarding proxy: one HTTP listener routing by Host and
+// one TCP listener per configured upstream, balancing over the View.
+// Create it with New, then Start; Shutdown drains it.
+type Proxy struct {
+	cfg     Config
+	view    View
+	log     *slog.Logger
+	seed    maphash.Seed
+	budget  retryBudget
+	metrics counters
+
+	// pools is copy-on-write: requests read it without locking.
+	pools   atomic.Pointer[map[poolKey]*pool]
+	poolsMu sync.Mutex // serializes pool creation
+
+	transport *http.Transport
+	httpLn    net.Listener
+	httpSrv   *http.Server
+	upstreams []*tcpUpstream
+
+	shutdownOnce sync.Once
+	wg           sync.WaitGroup
+}
+
+type poolKey struct{ service, tag string }
+
+// New validates cfg and prepares a proxy; nothing listens until Start.
+func New(cfg Config, view View) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	p := &Proxy{cfg: cfg, view: view, log: log.With("component", "proxy"), seed: maphash.MakeSeed()}
+	p.budget.ratio, p.budget.minPerSec = cfg.RetryBudget, int64(cfg.MinRetriesPerSecond)
+	empty := make(map[poolKey]*pool)
+	p.pools.Store(&empty)
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	p.transport = &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          0, // no global cap; per host below
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.TryTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through as they are
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+	return p, nil
+}
+
+// Start binds the HTTP listener and every upstream listener, failing at
+// once when an address is taken, and starts serving.
+func (p *Proxy) Start() error {
+	if p.cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", p.cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		p.httpLn = ln
+	}
+	for name, addr := range p.cfg.Upstreams {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			p.closeListeners()
+			return fmt.Errorf("proxy: upstream %s: %w", name, err)
+		}
+		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, ln: ln, conns: make(map[net.Conn]struct{})})
+	}
+	if p.httpLn != nil {
+		rp := &httputil.ReverseProxy{
+			Rewrite:      p.rewrite,
+			Transport:    &forwarder{p: p},
+			ErrorHandler: p.proxyError,
+			BufferPool:   newBufferPool(),
+			ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		}
+		p.httpSrv = &http.Server{
+			Handler:           h2c.NewHandler(&httpHandler{p: p, rp: rp}, &http2.Server{}),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := p.httpSrv.Serve(p.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("http proxy stopped", "err", err)
+			}
+		}()
+	}
+	for _, u := range p.upstreams {
+		p.wg.Add(1)
+		go p.serveTCP(u)
+	}
+	p.log.Info("proxy started", "http", p.HTTPAddr(), "upstreams", len(p.upstreams))
+	return nil
+}
+
+func (p *Proxy) closeListeners() {
+	if p.httpLn != nil {
+		p.httpLn.Close()
+	}
+	for _, u := range p.upstreams {
+		u.ln.Close()
+	}
+}
+
+// HTTPAddr is the HTTP proxy's address, or "" when disabled.
+func (p *Proxy) HTTPAddr() string {
+	if p.httpLn == nil {
+		return ""
+	}
+	return p.httpLn.Addr().String()
+}
+
+// UpstreamAddr is the address of the TCP listener of a service, or "".
+func (p *Proxy) UpstreamAddr(service string) string {
+	for _, u := range p.upstreams {
+		if u.service == service {
+			return u.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Shutdown stops accepting, lets in-flight requests and connections finish
+// until ctx is done (or ShutdownTimeout passes), then closes what remains.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var err error
+	p.shutdownOnce.Do(func() {
+		if p.cfg.ShutdownTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
+			defer cancel()
+		}
+		for _, u := range p.upstreams {
+			u.ln.Close()
+		}
+		if p.httpSrv != nil {
+			if err = p.httpSrv.Shutdown(ctx); err != nil {
+				p.httpSrv.Close()
+			}
+		} else if p.httpLn != nil {
+			p.httpLn.Close()
+		}
+		for _, u := range p.upstreams {
+			u.drain(ctx)
+		}
+		p.wg.Wait()
+		p.transport.CloseIdleConnections()
+	})
+	return err
+}
+
+// pool returns the pool of a service (and tag), creating it on first use.
+func (p *Proxy) pool(service, tag string) *pool {
+	k := poolKey{service, tag}
+	if pl := (*p.pools.Load())[k]; pl != nil {
+		return pl
+	}
+	p.poolsMu.Lock()
+	defer p.poolsMu.Unlock()
+	cur := *p.pools.Load()
+	if pl := cur[k]; pl != nil {
+		return pl
+	}
+	next := make(map[poolKey]*pool, len(cur)+1)
+	for kk, v := range cur {
+		next[kk] = v
+	}
+	pl := newPool(p, service, tag)
+	next[k] = pl
+	p.pools.Store(&next)
+	return pl
+}
+
+// policyFor chooses the policy of a service: configuration first, then the
+// instances' Meta, then the default.
+func (p *Proxy) policyFor(service, metaPolicy, metaHashKey string, eps []*endpoint, uniform bool) (Policy, HashSource) {
+	name := p.cfg.Policy
+	if metaPolicy != "" && ValidPolicy(metaPolicy) {
+		name = metaPolicy
+	}
+	if cp, ok := p.cfg.Policies[service]; ok {
+		name = cp
+	}
+	src, err := ParseHashSource(metaHashKey)
+	if metaHashKey == "" || err != nil {
+		src, _ = ParseHashSource(p.cfg.HashKey)
+	}
+	pol, err := newPolicy(name, src, p.seed, eps, uniform)
+	if err != nil { // unreachable: names are validated
+		pol = LeastRequest{}
+	}
+	return pol, src
+}
+
+// Stats are the proxy's counters since start.
+type Stats struct {
+	Requests, Errors, Retries, Ejections, Connections uint64
+}
+
+type counters struct {
+	requests, errors, retries, ejections, connections atomic.Uint64
+}
+
+// Stats returns the proxy's counters.
+func (p *Proxy) Stats() Stats {
+	m := &p.metrics
+	return Stats{m.requests.Load(), m.errors.Load(), m.retries.Load(), m.ejections.Load(), m.connections.Load()}
+}
+
+// retryBudget allows retries up to ratio × the requests of the current and
+// previous second, plus minPerSec, so that a failing pool cannot turn
+// retries into a storm.
+type retryBudget struct {
+	ratio     float64
+	minPerSec int64
+
+	second   atomic.Int64
+	requests atomic.Int64
+	prevReqs atomic.Int64
+	retries  atomic.Int64
+}
+
+func (b *retryBudget) roll(now int64) {
+	sec := now / int64(time.Second)
+	if old := b.second.Load(); old != sec && b.second.CompareAndSwap(old, sec) {
+		b.prevReqs.Store(b.requests.Swap(0))
+		b.retries.Store(0)
+	}
+}
+
+func (b *retryBudget) request(now int64) {
+	b.roll(now)
+	b.requests.Add(1)
+}
+
+// allow takes a retry from the budget if one is left.
+func (b *retryBudget) allow(now int64) bool {
+	b.roll(now)
+	reqs := max(b.requests.Load(), b.prevReqs.Load())
+	limit := b.minPerSec + int64(b.ratio*float64(reqs))
+	if b.retries.Add(1) > limit {
+		b.retries.Add(-1)
+		return false
+	}
+	return true
+}
+
+// bufferPool recycles the copy buffers of proxied bodies.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }

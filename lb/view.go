@@ -1,0 +1,28 @@
+package lb
+
+// Instance is one service instance that may take traffic.
+type Instance struct {
+	// ID identifies the instance across view refreshes (node + service ID).
+	ID string
+	// Addr is where to connect, host:port.
+	Addr string
+	// Weight is the instance's relative share of traffic, at least 1.
+	Weight int
+	// Tags are the instance's tags, for TAG.NAME routing.
+	Tags []string
+	// Meta is the instance's metadata; "lb_policy" and "lb_hash_key" choose
+	// the balancing policy of the service.
+	Meta map[string]string
+}
+
+// View is the proxy's window on the catalog.
+//
+// Generation must be cheap (an atomic load): the proxy calls it on every
+// request and only calls Instances when it changed. Instances returns the
+// instances of a service that may take traffic now: passing or warning,
+// not in maintenance, on a live node. Both must be safe for concurrent use
+// and must never block; the returned slice is owned by the proxy.
+type View interface {
+	Generation() uint64
+	Instances(service string) []Instance
+}

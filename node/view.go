@@ -1,0 +1,51 @@
+package node
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/shoal-mesh/shoal/gossip"
+	"github.com/shoal-mesh/shoal/lb"
+)
+
+// lbView shows the proxy the instances of the replicated catalog that may
+// take traffic: passing ones with their passing weight, warning ones with
+// their warning weight (0 takes them out), none that are critical, in
+// maintenance, or on a node that is not alive.
+type lbView struct {
+	cat *gossip.Catalog
+}
+
+// Generation implements lb.View: the catalog index changes with any change.
+func (v lbView) Generation() uint64 { return v.cat.Index() }
+
+// Instances implements lb.View.
+func (v lbView) Instances(service string) []lb.Instance {
+	var out []lb.Instance
+	for _, in := range v.cat.Instances(service) {
+		var weight int
+		switch in.Status() {
+		case gossip.StatusPassing:
+			weight = in.Service.Weights.Passing
+		case gossip.StatusWarning:
+			weight = in.Service.Weights.Warning
+		}
+		if weight <= 0 || in.Service.Port == 0 {
+			continue
+		}
+		host := in.Service.Address
+		if host == "" {
+			host = in.Node.Addr.String()
+		}
+		out = append(out, lb.Instance{
+			ID:     in.Node.Name + "/" + in.Service.ID,
+			Addr:   net.JoinHostPort(host, strconv.Itoa(in.Service.Port)),
+			Weight: weight,
+			Tags:   in.Service.Tags,
+			Meta:   in.Service.Meta,
+		})
+	}
+	return out
+}
+
+var _ lb.View = lbView{}
