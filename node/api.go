@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoal-mesh/shoal/gossip"
 )
 
 // maxBody bounds request bodies; larger ones get 413.
@@ -39,6 +41,18 @@ func (s *api) handler() http.Handler {
 	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
 	mux.HandleFunc("PUT /v1/agent/join/{address}", s.agentJoin)
 	mux.HandleFunc("PUT /v1/agent/leave", s.agentLeave)
+	// Checks and maintenance of this node's services.
+	mux.HandleFunc("PUT /v1/agent/check/register", s.registerCheck)
+	mux.HandleFunc("PUT /v1/agent/check/deregister/{id}", s.deregisterCheck)
+	mux.HandleFunc("PUT /v1/agent/check/pass/{id}", s.ttlUpdate(gossip.StatusPassing))
+	mux.HandleFunc("PUT /v1/agent/check/warn/{id}", s.ttlUpdate(gossip.StatusWarning))
+	mux.HandleFunc("PUT /v1/agent/check/fail/{id}", s.ttlUpdate(gossip.StatusCritical))
+	mux.HandleFunc("PUT /v1/agent/check/update/{id}", s.ttlUpdateBody)
+	mux.HandleFunc("GET /v1/agent/checks", s.agentChecks)
+	mux.HandleFunc("GET /v1/agent/health/service/name/{name}", s.agentHealthByName)
+	mux.HandleFunc("GET /v1/agent/health/service/id/{id}", s.agentHealthByID)
+	mux.HandleFunc("PUT /v1/agent/service/maintenance/{id}", s.maintenance)
+	mux.HandleFunc("PUT /v1/agent/maintenance", s.maintenance)
 	// Catalog and health: the converged view of every node's services.
 	mux.HandleFunc("GET /v1/catalog/services", s.catalogServices)
 	mux.HandleFunc("GET /v1/catalog/service/{name}", s.catalogService)

@@ -47,20 +47,27 @@ func (s *api) deregisterService(w http.ResponseWriter, r *http.Request) {
 func (s *api) agentServices(w http.ResponseWriter, r *http.Request) {
 	out := make(map[string]AgentService)
 	for _, ls := range s.a.reg.services() {
-		out[ls.Def.ID] = agentService(ls.gossipService(), s.a.cfg.Datacenter, ls.Version)
+		out[ls.Def.ID] = agentService(ls.gossipService(nil), s.a.cfg.Datacenter, ls.Version)
 	}
 	writeJSON(w, r, out)
 }
 
 func (s *api) agentService(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if id == "register" {
+		// GET on the PUT-only register route lands here: answer as for
+		// any other wrong method.
+		w.Header().Set("Allow", http.MethodPut)
+		writeError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path)
+		return
+	}
 	ls, ok := s.a.reg.current().Services[id]
 	if !ok {
 		writeError(w, http.StatusNotFound, "unknown service ID %q", id)
 		return
 	}
 	setMeta(w, ls.Version)
-	writeJSON(w, r, agentService(ls.gossipService(), s.a.cfg.Datacenter, ls.Version))
+	writeJSON(w, r, agentService(ls.gossipService(nil), s.a.cfg.Datacenter, ls.Version))
 }
 
 func (s *api) agentMembers(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -81,6 +82,8 @@ type CheckDefinition struct {
 // Type names the kind of check, as Consul reports it.
 func (c *CheckDefinition) Type() string {
 	switch {
+	case c.CheckID == nodeMaintID || strings.HasPrefix(c.CheckID, "_service_maintenance:"):
+		return "maintenance"
 	case c.HTTP != "":
 		return "http"
 	case c.TCP != "":

@@ -46,6 +46,9 @@ func (s *store) load() (*registryState, error) {
 	if st.Services == nil {
 		st.Services = map[string]*localService{}
 	}
+	if st.NodeChecks == nil {
+		st.NodeChecks = map[string]*checkState{}
+	}
 	if st.Tombstones == nil {
 		st.Tombstones = map[string]uint64{}
 	}

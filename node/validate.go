@@ -240,11 +240,12 @@ func normalizeCheck(c *CheckDefinition) error {
 		if c.Method != "" && !methodRe.MatchString(c.Method) {
 			return fmt.Errorf("check %q: method %q is not an HTTP method", c.CheckID, c.Method)
 		}
-	case c.TCP != "", c.GRPC != "":
-		target := c.TCP + c.GRPC
-		host, port, err := net.SplitHostPort(strings.TrimPrefix(target, "tcp://"))
+	case c.GRPC != "":
+		return fmt.Errorf("check %q: GRPC checks are not supported; use an HTTP or TCP check", c.CheckID)
+	case c.TCP != "":
+		host, port, err := net.SplitHostPort(strings.TrimPrefix(c.TCP, "tcp://"))
 		if err != nil || host == "" || port == "" {
-			return fmt.Errorf("check %q: %q must be host:port", c.CheckID, target)
+			return fmt.Errorf("check %q: TCP %q must be host:port", c.CheckID, c.TCP)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -38,6 +39,8 @@ func newApp() *cli.App {
 			leaveCommand(),
 			infoCommand(),
 			versionCommand(),
+			maintCommand(),
+			benchCommand(),
 		},
 		// One occurrence of a repeatable flag is one value: a --meta value
 		// may contain a comma.
@@ -83,6 +86,22 @@ func commandArgs(c *cli.Context) ([]string, error) {
 		}
 	}
 	return args, nil
+}
+
+// joinErrors reports several problems as one error on one line; it is nil
+// if errs is empty and errs[0] itself if there is one.
+func joinErrors(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // oneLine folds a multi-line message so that an error is one line of output.
