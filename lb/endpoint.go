@@ -2,6 +2,8 @@ package lb
 
 import (
 	"math"
+
+	"github.com/valyala/fasthttp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +14,9 @@ import (
 type endpoint struct {
 	id   string
 	addr string
+	// fc is the endpoint's pool of upstream HTTP/1.1 connections, made on
+	// first use.
+	fc atomic.Pointer[fasthttp.HostClient]
 	// weight changes only under the pool's refresh lock, read atomically.
 	weight atomic.Int64
 

@@ -14,14 +14,17 @@ import (
 )
 
 // errNoInstance is returned when a service has no instance to send to.
-type errNoInstance struct{ service string }
+type errNoInstance struct{ service, tag string }
 
 func (e *errNoInstance) Error() string {
+	if e.tag != "" {
+		return fmt.Sprintf("no healthy instance of service %q with tag %q", e.service, e.tag)
+	}
 	return fmt.Sprintf("no healthy instance of service %q", e.service)
 }
 
-// httpHandler routes each request by Host to the reverse proxy, or tunnels
-// CONNECT requests over the TCP path.
+// httpHandler serves h2c (HTTP/2 cleartext) clients through net/http's
+// reverse proxy; HTTP/1.x takes the faster path in fast.go.
 type httpHandler struct {
 	p  *Proxy
 	rp *httputil.ReverseProxy
@@ -39,7 +42,8 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		p.connect(w, r)
+		p.metrics.errors.Add(1)
+		http.Error(w, "shoal: CONNECT is served over HTTP/1.1 only", http.StatusMethodNotAllowed)
 		return
 	}
 	if p.cfg.Timeout > 0 {
@@ -90,7 +94,7 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	snap := p.pool(service, tag).current()
 	if len(snap.eps) == 0 {
-		return nil, &errNoInstance{service}
+		return nil, &errNoInstance{service, tag}
 	}
 	key := ""
 	if _, isHash := snap.policy.(*Hash); isHash {
@@ -108,7 +112,7 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		e := snap.pick(p, key, tried)
 		if e == nil {
-			return nil, &errNoInstance{service}
+			return nil, &errNoInstance{service, tag}
 		}
 		out := *req
 		u := *req.URL

@@ -10,12 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 // Proxy is the local forwarding proxy: one HTTP listener routing by Host and
@@ -33,9 +34,14 @@ type Proxy struct {
 	pools   atomic.Pointer[map[poolKey]*pool]
 	poolsMu sync.Mutex // serializes pool creation
 
-	transport *http.Transport
+	transport *http.Transport // upstream connections of the h2c path
 	httpLn    net.Listener
-	httpSrv   *http.Server
+	sniffer   *sniffListener
+	fastSrv   *fasthttp.Server
+	h2        *http2.Server
+	h2Handler http.Handler
+	h2Conns   connSet // h2c client connections
+	tunnels   connSet // CONNECT and Upgrade sessions
 	upstreams []*tcpUpstream
 
 	shutdownOnce sync.Once
@@ -90,7 +96,7 @@ func (p *Proxy) Start() error {
 			p.closeListeners()
 			return fmt.Errorf("proxy: upstream %s: %w", name, err)
 		}
-		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, ln: ln, conns: make(map[net.Conn]struct{})})
+		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, ln: ln})
 	}
 	if p.httpLn != nil {
 		rp := &httputil.ReverseProxy{
@@ -100,16 +106,27 @@ func (p *Proxy) Start() error {
 			BufferPool:   newBufferPool(),
 			ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		}
-		p.httpSrv = &http.Server{
-			Handler:           h2c.NewHandler(&httpHandler{p: p, rp: rp}, &http2.Server{}),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		p.h2 = &http2.Server{}
+		p.h2Handler = &httpHandler{p: p, rp: rp}
+		p.sniffer = newSniffListener(p.httpLn, p.serveH2)
+		p.fastSrv = &fasthttp.Server{
+			Handler:                       p.serveFast,
+			Name:                          "",
+			NoDefaultServerHeader:         true,
+			NoDefaultDate:                 true,
+			NoDefaultContentType:          true,
+			DisableHeaderNamesNormalizing: true,
+			DisablePreParseMultipartForm:  true,
+			StreamRequestBody:             true,
+			ReadBufferSize:                16 << 10,
+			IdleTimeout:                   2 * time.Minute,
+			CloseOnShutdown:               true,
+			Logger:                        slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			if err := p.httpSrv.Serve(p.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := p.fastSrv.Serve(p.sniffer); err != nil && !errors.Is(err, net.ErrClosed) {
 				p.log.Error("http proxy stopped", "err", err)
 			}
 		}()
@@ -162,20 +179,28 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		for _, u := range p.upstreams {
 			u.ln.Close()
 		}
-		if p.httpSrv != nil {
-			if err = p.httpSrv.Shutdown(ctx); err != nil {
-				p.httpSrv.Close()
-			}
-		} else if p.httpLn != nil {
-			p.httpLn.Close()
+		if p.fastSrv != nil {
+			err = p.fastSrv.ShutdownWithContext(ctx)
+			p.sniffer.Close()
 		}
+		p.h2Conns.drain(ctx)
+		p.tunnels.drain(ctx)
 		for _, u := range p.upstreams {
-			u.drain(ctx)
+			u.sessions.drain(ctx)
 		}
 		p.wg.Wait()
 		p.transport.CloseIdleConnections()
 	})
 	return err
+}
+
+// serveH2 serves one h2c client connection until it ends.
+func (p *Proxy) serveH2(c net.Conn) {
+	p.h2Conns.wg.Add(1)
+	p.h2Conns.add(c)
+	defer p.h2Conns.wg.Done()
+	defer p.h2Conns.remove(c)
+	p.h2.ServeConn(c, &http2.ServeConnOpts{Handler: p.h2Handler})
 }
 
 // pool returns the pool of a service (and tag), creating it on first use.
@@ -194,6 +219,9 @@ func (p *Proxy) pool(service, tag string) *pool {
 	for kk, v := range cur {
 		next[kk] = v
 	}
+	// Keys may come from request buffers (see unsafeString): clone them.
+	service, tag = strings.Clone(service), strings.Clone(tag)
+	k = poolKey{service, tag}
 	pl := newPool(p, service, tag)
 	next[k] = pl
 	p.pools.Store(&next)

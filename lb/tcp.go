@@ -1,52 +1,18 @@
 package lb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"sync"
-	"time"
 )
 
 // tcpUpstream is the local L4 listener of one service.
 type tcpUpstream struct {
-	service string
-	ln      net.Listener
-
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup // one per connection being served
-}
-
-func (u *tcpUpstream) track(c net.Conn, add bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if add {
-		u.conns[c] = struct{}{}
-	} else {
-		delete(u.conns, c)
-	}
-}
-
-// drain waits for the connections to end until ctx is done, then closes
-// the rest.
-func (u *tcpUpstream) drain(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { u.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return
-	case <-ctx.Done():
-	}
-	u.mu.Lock()
-	for c := range u.conns {
-		c.Close()
-	}
-	u.mu.Unlock()
-	<-done
+	service  string
+	ln       net.Listener
+	sessions connSet
 }
 
 // serveTCP accepts connections of one upstream until its listener closes.
@@ -61,11 +27,11 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			}
 			return
 		}
-		u.wg.Add(1)
-		u.track(conn, true)
+		u.sessions.wg.Add(1)
+		u.sessions.add(conn)
 		go func() {
-			defer u.wg.Done()
-			defer u.track(conn, false)
+			defer u.sessions.wg.Done()
+			defer u.sessions.remove(conn)
 			defer conn.Close()
 			p.metrics.connections.Add(1)
 			up, e, err := p.dial(pl, clientIP(conn.RemoteAddr().String()))
@@ -74,8 +40,8 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 				p.log.Debug("upstream connect failed", "service", u.service, "err", err)
 				return
 			}
-			u.track(up, true)
-			defer u.track(up, false)
+			u.sessions.add(up)
+			defer u.sessions.remove(up)
 			pipe(conn, up)
 			e.inflight.Add(-1)
 		}()
@@ -87,7 +53,7 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 func (p *Proxy) dial(pl *pool, key string) (net.Conn, *endpoint, error) {
 	snap := pl.current()
 	if len(snap.eps) == 0 {
-		return nil, nil, &errNoInstance{pl.service}
+		return nil, nil, &errNoInstance{pl.service, pl.tag}
 	}
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
@@ -113,7 +79,7 @@ func (p *Proxy) dial(pl *pool, key string) (net.Conn, *endpoint, error) {
 		}
 	}
 	if lastErr == nil {
-		return nil, nil, &errNoInstance{pl.service}
+		return nil, nil, &errNoInstance{pl.service, pl.tag}
 	}
 	return nil, nil, fmt.Errorf("service %q: %w", pl.service, lastErr)
 }
@@ -140,42 +106,4 @@ func pipe(a, b net.Conn) {
 	wg.Wait()
 	a.Close()
 	b.Close()
-}
-
-// connect tunnels a CONNECT request (HTTPS through the proxy) to an
-// instance of the service named by its authority.
-func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
-	service, tag, _ := route(r.Host, p.cfg.Domain)
-	up, e, err := p.dial(p.pool(service, tag), clientIP(r.RemoteAddr))
-	if err != nil {
-		p.proxyError(w, r, err)
-		return
-	}
-	defer e.inflight.Add(-1)
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		up.Close()
-		http.Error(w, "shoal: CONNECT needs HTTP/1.1", http.StatusHTTPVersionNotSupported)
-		return
-	}
-	client, buf, err := hj.Hijack()
-	if err != nil {
-		up.Close()
-		return
-	}
-	client.SetDeadline(time.Time{})
-	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
-		client.Close()
-		up.Close()
-		return
-	}
-	if n := buf.Reader.Buffered(); n > 0 {
-		early, _ := buf.Reader.Peek(n)
-		if _, err := up.Write(early); err != nil {
-			client.Close()
-			up.Close()
-			return
-		}
-	}
-	pipe(client, up)
 }

@@ -1,0 +1,297 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The HTTP/1.x data path runs on fasthttp: its request parsing and upstream
+// connection pool allocate nothing per request, which is what it takes to
+// keep pace with HAProxy (net/http's ReverseProxy manages about a third).
+// HTTP/2 cleartext clients are sniffed off the same listener and served by
+// the net/http path in http.go.
+
+// dialError marks a failure to connect: nothing of the request was sent, so
+// it is always safe to try another instance.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// hopHeaders are removed in both directions (RFC 9110, section 7.6.1), with
+// the headers named by Connection.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Upgrade",
+}
+
+// fastClient returns the endpoint's upstream connection pool.
+func (e *endpoint) fastClient(p *Proxy) *fasthttp.HostClient {
+	if hc := e.fc.Load(); hc != nil {
+		return hc
+	}
+	timeout := p.cfg.ConnectTimeout
+	hc := &fasthttp.HostClient{
+		Addr: e.addr,
+		DialTimeout: func(addr string, _ time.Duration) (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", addr, timeout)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		MaxConns:                      1 << 16,
+		MaxIdleConnDuration:           90 * time.Second,
+		MaxIdemponentCallAttempts:     1,
+		RetryIfErr:                    staleConnRetry,
+		StreamResponseBody:            true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		NoDefaultUserAgentHeader:      true,
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+	}
+	if e.fc.CompareAndSwap(nil, hc) {
+		return hc
+	}
+	return e.fc.Load()
+}
+
+// staleConnRetry retries once, on a fresh connection to the same instance,
+// a request whose pooled keep-alive connection turned out to be closed: the
+// classic race with an upstream's idle timeout, not a sign of failure.
+func staleConnRetry(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+	return false, attempts < 2 && errors.Is(err, fasthttp.ErrConnectionClosed) && !req.IsBodyStream()
+}
+
+// serveFast handles one HTTP/1.x request.
+func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
+	p.metrics.requests.Add(1)
+	now := time.Now()
+	p.budget.request(now.UnixNano())
+	host := ctx.Host()
+	service, tag, ok := route(unsafeString(host), p.cfg.Domain)
+	if !ok {
+		p.metrics.errors.Add(1)
+		ctx.Error(fmt.Sprintf("shoal: %q is not a service address: want NAME, NAME.service.%s or TAG.NAME.service.%s\n",
+			host, p.cfg.Domain, p.cfg.Domain), fasthttp.StatusServiceUnavailable)
+		return
+	}
+	req := &ctx.Request
+	if ctx.IsConnect() || req.Header.ConnectionUpgrade() {
+		p.tunnel(ctx, service, tag)
+		return
+	}
+	snap := p.pool(service, tag).current()
+	if len(snap.eps) == 0 {
+		p.fastError(ctx, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
+		return
+	}
+	stripHop(&req.Header)
+	setForwarded(ctx, host)
+	key := ""
+	if _, isHash := snap.policy.(*Hash); isHash {
+		key = fastHashKey(ctx, snap.hashKey)
+	}
+	idempotent := isIdempotentMethod(req.Header.Method()) || (!req.IsBodyStream() && len(req.Body()) == 0)
+	resp := &ctx.Response
+	var deadline time.Time // the whole request's, retries included
+	if p.cfg.Timeout > 0 {
+		deadline = now.Add(p.cfg.Timeout)
+	}
+
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
+	for attempt := 0; ; attempt++ {
+		e := snap.pick(p, key, tried)
+		if e == nil {
+			p.fastError(ctx, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
+			return
+		}
+		e.inflight.Add(1)
+		start := time.Now()
+		tryDeadline := deadline
+		if p.cfg.TryTimeout > 0 {
+			if d := start.Add(p.cfg.TryTimeout); tryDeadline.IsZero() || d.Before(tryDeadline) {
+				tryDeadline = d
+			}
+		}
+		var err error
+		if tryDeadline.IsZero() {
+			err = e.fastClient(p).Do(req, resp)
+		} else {
+			err = e.fastClient(p).DoDeadline(req, resp, tryDeadline)
+		}
+		e.inflight.Add(-1)
+		if err == nil {
+			end := time.Now()
+			e.observeLatency(end.Sub(start), end.UnixNano())
+			e.requests.Add(1)
+			if resp.StatusCode() >= 500 && p.cfg.EjectAfter5xx > 0 {
+				snap.failed(p, e, p.cfg.EjectAfter5xx)
+			} else {
+				e.succeeded()
+			}
+			stripHopResponse(&resp.Header)
+			return
+		}
+		var de *dialError
+		dialFailed := errors.As(err, &de)
+		if dialFailed || isReset(err) || errors.Is(err, fasthttp.ErrConnectionClosed) {
+			snap.failed(p, e, p.cfg.EjectAfterErrors)
+		}
+		tried = append(tried, e)
+		timedOut := errors.Is(err, fasthttp.ErrTimeout)
+		expired := !deadline.IsZero() && !time.Now().Before(deadline)
+		// A per-try timeout is retried like a reset: only requests that can
+		// be sent twice. A connect failure can always go elsewhere.
+		safe := dialFailed || (idempotent && !req.IsBodyStream())
+		if !safe || expired || attempt >= p.cfg.MaxRetries || !p.budget.allow(time.Now().UnixNano()) {
+			status := fasthttp.StatusBadGateway
+			if timedOut || expired {
+				status = fasthttp.StatusGatewayTimeout
+			}
+			p.fastError(ctx, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service), status)
+			return
+		}
+		p.metrics.retries.Add(1)
+		resp.Reset()
+	}
+}
+
+// fastError answers a request that could not be forwarded, in one line.
+func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, err error, status int) {
+	p.metrics.errors.Add(1)
+	p.log.Debug("proxy error", "host", string(ctx.Host()), "err", err)
+	msg := bytes.ReplaceAll([]byte("shoal: "+err.Error()), []byte("\n"), []byte(" "))
+	ctx.Response.Reset()
+	ctx.Error(string(msg)+"\n", status)
+}
+
+// stripHop removes hop-by-hop request headers, including those named in
+// Connection. fasthttp frames the body itself (Content-Length or chunked).
+func stripHop(h *fasthttp.RequestHeader) {
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		for _, tok := range bytes.Split(conn, []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, []byte("keep-alive")) && !bytes.EqualFold(tok, []byte("close")) {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+func stripHopResponse(h *fasthttp.ResponseHeader) {
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		for _, tok := range bytes.Split(conn, []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, []byte("keep-alive")) && !bytes.EqualFold(tok, []byte("close")) {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		if name != "Trailer" { // announces the trailers that follow the body
+			h.Del(name)
+		}
+	}
+}
+
+// setForwarded appends the client to X-Forwarded-For and sets
+// X-Forwarded-Host and -Proto, as net/http's ReverseProxy does.
+func setForwarded(ctx *fasthttp.RequestCtx, host []byte) {
+	h := &ctx.Request.Header
+	ip := ctx.RemoteIP().String()
+	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
+		h.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		h.Set("X-Forwarded-For", ip)
+	}
+	h.SetBytesV("X-Forwarded-Host", host)
+	h.Set("X-Forwarded-Proto", "http")
+}
+
+func isIdempotentMethod(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+func fastHashKey(ctx *fasthttp.RequestCtx, src HashSource) string {
+	switch src.Kind {
+	case "header":
+		return string(ctx.Request.Header.Peek(src.Name))
+	case "cookie":
+		return string(ctx.Request.Header.Cookie(src.Name))
+	}
+	return ctx.RemoteIP().String()
+}
+
+// tunnel serves CONNECT and Upgrade (websocket) requests: it connects to an
+// instance, passes an upgrade request on as it is, and then copies bytes
+// both ways; the instance's own 101 answer goes straight to the client.
+func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, service, tag string) {
+	up, e, err := p.dial(p.pool(service, tag), ctx.RemoteIP().String())
+	if err != nil {
+		var noInst *errNoInstance
+		status := fasthttp.StatusBadGateway
+		if errors.As(err, &noInst) {
+			status = fasthttp.StatusServiceUnavailable
+		}
+		p.fastError(ctx, err, status)
+		return
+	}
+	connect := ctx.IsConnect()
+	if !connect {
+		h := &ctx.Request.Header
+		for _, name := range []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Authenticate", "Te"} {
+			h.Del(name)
+		}
+		setForwarded(ctx, ctx.Host())
+		w := bufio.NewWriter(up)
+		if err := ctx.Request.Write(w); err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			up.Close()
+			e.inflight.Add(-1)
+			p.fastError(ctx, err, fasthttp.StatusBadGateway)
+			return
+		}
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(client net.Conn) {
+		p.tunnels.wg.Add(1)
+		p.tunnels.add(client)
+		p.tunnels.add(up)
+		defer func() {
+			p.tunnels.remove(client)
+			p.tunnels.remove(up)
+			p.tunnels.wg.Done()
+		}()
+		defer e.inflight.Add(-1)
+		if connect {
+			if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+				up.Close()
+				return
+			}
+		}
+		pipe(client, up)
+	})
+}
+
+// unsafeString views b as a string without copying, for lookups only: the
+// result must not outlive the request (pool keys are cloned).
+func unsafeString(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
