@@ -1,13 +1,13 @@
 package gossip
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +22,7 @@ import (
 type Cluster struct {
 	cfg     Config
 	log     *slog.Logger
+	baseLog *slog.Logger // without the component attribute, for serf and memberlist
 	catalog *Catalog
 	push    *pusher
 	pull    *puller
@@ -32,6 +33,8 @@ type Cluster struct {
 	ln      net.Listener
 	rpcAddr string // advertised catalog address
 	tagKick chan struct{}
+	keyring *memberlist.Keyring // nil without encryption
+	sealer  Sealer              // protects catalog frames; nil: plain
 
 	stop         chan struct{}
 	wg           sync.WaitGroup
@@ -50,6 +53,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:     cfg,
 		log:     log.With("component", "gossip"),
+		baseLog: log,
 		catalog: newCatalog(cfg.NodeName, time.Now),
 		events:  make(chan serf.Event, 4096),
 		tagKick: make(chan struct{}, 1),
@@ -57,6 +61,14 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c.push = newPusher(c)
 	c.pull = newPuller(c)
+	kr, err := newKeyring(cfg.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	c.keyring, c.sealer = kr, cfg.Sealer
+	if kr != nil && c.sealer == nil {
+		c.sealer = newKeyringSealer(kr)
+	}
 	return c, nil
 }
 
@@ -96,14 +108,22 @@ func (c *Cluster) Start() error {
 	if err != nil {
 		return fmt.Errorf("gossip: catalog listener: %w", err)
 	}
-	c.ln = ln
 	rpcPort := ln.Addr().(*net.TCPAddr).Port
 	c.rpcAddr = net.JoinHostPort(advIP.String(), strconv.Itoa(rpcPort))
+	c.ln = c.cfg.Network.listen(c.cfg.NodeName, ln, c.rpcAddr)
 
 	sc := c.serfConfig(bindIP, bindPort, advIP, advPort)
+	// Binding is I/O, so it happens here rather than in serfConfig.
+	if err := c.cfg.Network.attach(c.cfg.NodeName, sc.MemberlistConfig); err != nil {
+		ln.Close()
+		return fmt.Errorf("gossip: bind %s: %w", c.cfg.BindAddr, err)
+	}
 	s, err := serf.Create(sc)
 	if err != nil {
 		ln.Close()
+		if t := sc.MemberlistConfig.Transport; t != nil {
+			t.Shutdown()
+		}
 		return fmt.Errorf("gossip: start serf on %s: %w", c.cfg.BindAddr, err)
 	}
 	c.serf = s
@@ -139,18 +159,23 @@ func (c *Cluster) serfConfig(bindIP net.IP, bindPort int, advIP net.IP, advPort 
 		// Fast profiles: dead members stop being gossiped to sooner too.
 		ml.GossipToTheDeadTime = 10 * t.ProbeInterval
 	}
-	logger := newStdLogger(c.log, "memberlist")
+	logger := newStdLogger(c.baseLog, "memberlist")
 	ml.Logger = logger
+	ml.Keyring = c.keyring
 
 	sc := serf.DefaultConfig()
 	sc.NodeName = c.cfg.NodeName
 	sc.Tags = c.tags()
 	sc.EventCh = c.events
 	sc.MemberlistConfig = ml
-	sc.Logger = newStdLogger(c.log, "serf")
+	sc.Logger = newStdLogger(c.baseLog, "serf")
 	sc.ReconnectTimeout = c.cfg.ReapAfter
 	sc.TombstoneTimeout = c.cfg.ReapAfter
 	sc.SnapshotPath = c.cfg.SnapshotPath
+	sc.KeyringFile = c.cfg.KeyringFile
+	// SetTags waits for its broadcast up to this long, and Shutdown waits
+	// for SetTags: keep it a few gossip rounds rather than serf's 5 s.
+	sc.BroadcastTimeout = min(max(10*t.GossipInterval, 200*time.Millisecond), 5*time.Second)
 	if t.ProbeInterval < time.Second {
 		sc.ReapInterval = 10 * t.ProbeInterval
 		sc.ReconnectInterval = 5 * t.ProbeInterval
@@ -201,7 +226,9 @@ func (c *Cluster) tagLoop() {
 		case <-c.tagKick:
 		}
 		if err := c.serf.SetTags(c.tags()); err != nil {
-			c.log.Warn("update tags failed", "err", err)
+			// The tags are set locally either way; only the wait for the
+			// broadcast timed out, and gossip carries them on.
+			c.log.Debug("update tags", "err", err)
 		}
 		select {
 		case <-c.stop:
@@ -241,12 +268,13 @@ func (c *Cluster) joinLoop(seeds []string) {
 			c.log.Info("joined cluster", "seeds", seeds, "contacted", n)
 			return
 		}
-		if err == nil {
-			err = errors.New("no seed answered")
+		msg := "no seed answered"
+		if err != nil {
+			msg = joinHint(oneLine(err))
 		}
-		if msg := err.Error(); !logged[msg] {
+		if !logged[msg] {
 			logged[msg] = true
-			c.log.Warn("join failed, retrying", "seeds", seeds, "err", err)
+			c.log.Warn("join failed, retrying", "seeds", seeds, "err", msg)
 		}
 		select {
 		case <-c.stop:
@@ -261,9 +289,32 @@ func (c *Cluster) joinLoop(seeds []string) {
 func (c *Cluster) Join(addrs []string) (int, error) {
 	n, err := c.serf.Join(addrs, true)
 	if n == 0 && err != nil {
-		return 0, fmt.Errorf("gossip: join %v: %w", addrs, err)
+		return 0, fmt.Errorf("gossip: join %v: %s", addrs, joinHint(oneLine(err)))
 	}
 	return n, nil
+}
+
+// oneLine flattens an error from serf (often a multi-line multierror) into
+// one line.
+func oneLine(err error) string {
+	s := strings.TrimSpace(err.Error())
+	if i := strings.Index(s, "error occurred:"); i >= 0 && i < 12 {
+		s = strings.TrimSpace(s[i+len("error occurred:"):])
+	}
+	s = strings.NewReplacer("\n\t* ", "; ", "\n\n", "", "\n", "; ", "\t", " ", "* ", "").Replace(s)
+	return strings.TrimSpace(s)
+}
+
+// joinHint explains the encryption failures, which memberlist words from
+// the inside.
+func joinHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "no installed keys could decrypt"):
+		return msg + " (the cluster uses a different gossip key: check --encrypt)"
+	case strings.Contains(msg, "not encrypted"), strings.Contains(msg, "encryption is configured"), strings.Contains(msg, "encryption is not configured"):
+		return msg + " (one side has a gossip key and the other not: check --encrypt)"
+	}
+	return msg
 }
 
 // Members returns every member serf knows, left and failed ones included.

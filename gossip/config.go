@@ -100,10 +100,23 @@ type Config struct {
 	// SnapshotPath is serf's snapshot file, used to rejoin known peers after a
 	// restart; empty: no snapshot.
 	SnapshotPath string
-	// Sealer protects the node-to-node catalog path; nil sends plain frames.
+	// Keys are base64 gossip encryption keys (16, 24 or 32 bytes), the first
+	// one primary. They encrypt gossip and seal the catalog path. Empty: no
+	// encryption.
+	Keys []string
+	// KeyringFile is where the keyring is saved after each change made with
+	// Keyring, so that a restart keeps rotated keys; empty: not saved.
+	KeyringFile string
+	// Sealer overrides how catalog frames are protected; nil derives it from
+	// Keys (plain frames without keys).
 	Sealer Sealer
 	// Logger receives the cluster's logs; nil discards them.
 	Logger *slog.Logger
+	// Network, when set, carries all of the cluster's traffic (memberlist's
+	// gossip and the catalog path) through a FaultNetwork, which tests use to
+	// partition, drop and delay it; every member of an in-process test
+	// cluster shares one. Nil, the default, is the real network, untouched.
+	Network *FaultNetwork
 }
 
 // DefaultConfig returns the production defaults.
@@ -154,6 +167,11 @@ func (c *Config) Validate() error {
 	if c.RPCAddr != "" {
 		if _, _, err := splitHostPort(c.RPCAddr); err != nil {
 			errs = append(errs, fmt.Errorf("rpc address %q: %w", c.RPCAddr, err))
+		}
+	}
+	for i, k := range c.Keys {
+		if _, err := ParseKey(k); err != nil {
+			errs = append(errs, fmt.Errorf("encryption key %d: %w", i+1, err))
 		}
 	}
 	if c.Fanout < 1 {

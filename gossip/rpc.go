@@ -34,7 +34,7 @@ func (c *Cluster) serveRPC() {
 func (c *Cluster) serveConn(conn net.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
-	m, n, err := readMessage(conn, c.cfg.Sealer)
+	m, n, err := readMessage(conn, c.sealer)
 	if err != nil {
 		if !errors.Is(err, io.EOF) {
 			c.log.Warn("rejected catalog message", "peer", conn.RemoteAddr().String(), "err", err)
@@ -47,7 +47,7 @@ func (c *Cluster) serveConn(conn net.Conn) {
 		c.log.Warn("rejected catalog message", "peer", conn.RemoteAddr().String(), "from", m.From, "err", err)
 		return
 	}
-	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, reply, c.cfg.Sealer); err != nil {
+	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, reply, c.sealer); err != nil {
 		c.log.Debug("catalog reply failed", "peer", conn.RemoteAddr().String(), "err", err)
 	}
 }
@@ -89,16 +89,16 @@ func (c *Cluster) receive(d *Delta, from string) {
 
 // call sends m to the agent serving addr and returns its reply.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
-	conn, err := net.DialTimeout("tcp", addr, c.cfg.Timing.TCPTimeout)
+	conn, err := c.cfg.Network.dial(c.cfg.NodeName, addr, c.cfg.Timing.TCPTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
-	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, m, c.cfg.Sealer); err != nil {
+	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, m, c.sealer); err != nil {
 		return nil, err
 	}
-	reply, n, err := readMessage(conn, c.cfg.Sealer)
+	reply, n, err := readMessage(conn, c.sealer)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +93,9 @@ func (a *Agent) Start() (err error) {
 	}()
 
 	gcfg := a.cfg.gossipConfig(a.nodeID, a.httpLn.Addr().String(), snapshot)
+	if gcfg.Keys, gcfg.KeyringFile, err = a.keyring(); err != nil {
+		return err
+	}
 	if a.cluster, err = gossip.New(gcfg); err != nil {
 		return err
 	}
@@ -245,6 +249,37 @@ func (a *Agent) Shutdown() error {
 		a.wg.Wait()
 	})
 	return err
+}
+
+// keyring returns the gossip keys: the data dir's keyring when there is
+// one, else the --encrypt key, which is saved as the keyring so that later
+// rotations survive restarts.
+func (a *Agent) keyring() ([]string, string, error) {
+	if a.cfg.DataDir == "" {
+		if a.cfg.Encrypt == "" {
+			return nil, "", nil
+		}
+		return []string{a.cfg.Encrypt}, "", nil
+	}
+	path := filepath.Join(a.cfg.DataDir, "keyring.json")
+	keys, err := gossip.LoadKeyringFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(keys) > 0 {
+		if a.cfg.Encrypt != "" && a.cfg.Encrypt != keys[0] {
+			a.log.Warn("the data dir holds a keyring: --encrypt is ignored", "keyring", path)
+		}
+		return keys, path, nil
+	}
+	if a.cfg.Encrypt == "" {
+		return nil, path, nil
+	}
+	b, _ := json.Marshal([]string{a.cfg.Encrypt})
+	if err := writeFileAtomic(path, b); err != nil {
+		return nil, "", fmt.Errorf("save keyring: %w", err)
+	}
+	return []string{a.cfg.Encrypt}, path, nil
 }
 
 // loadNodeID returns the agent's stable node ID, created on first start and

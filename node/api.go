@@ -62,6 +62,11 @@ func (s *api) handler() http.Handler {
 	mux.HandleFunc("GET /v1/health/checks/{service}", s.healthChecks)
 	mux.HandleFunc("GET /v1/health/node/{node}", s.healthNode)
 	mux.HandleFunc("GET /v1/health/state/{state}", s.healthState)
+	// Operator: gossip keys across the cluster.
+	mux.HandleFunc("GET /v1/operator/keyring", s.keyring)
+	mux.HandleFunc("POST /v1/operator/keyring", s.keyring)
+	mux.HandleFunc("PUT /v1/operator/keyring", s.keyring)
+	mux.HandleFunc("DELETE /v1/operator/keyring", s.keyring)
 	// Status: a leaderless cluster answers for itself.
 	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
 	mux.HandleFunc("GET /v1/status/peers", s.statusPeers)

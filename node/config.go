@@ -37,6 +37,11 @@ type Config struct {
 	// ReapAfter is how long a failed node is kept before it and its services
 	// are removed. Default 72h.
 	ReapAfter time.Duration
+	// Encrypt is a base64 gossip encryption key (16, 24 or 32 bytes, see
+	// "shoal keygen"). It encrypts gossip and the catalog path. Once the
+	// data dir holds a keyring (saved at first start and after every
+	// rotation), the keyring wins and Encrypt is ignored.
+	Encrypt string
 	// Gossip holds the gossip tunables; the fields above override theirs.
 	Gossip gossip.Config
 	// Proxy configures the local forwarding proxy (HTTP on 127.0.0.1:15001
@@ -114,6 +119,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("join %q: want host:port", j))
 		}
 	}
+	if c.Encrypt != "" {
+		if _, err := gossip.ParseKey(c.Encrypt); err != nil {
+			errs = append(errs, fmt.Errorf("encrypt: %w", err))
+		}
+	}
 	if err := c.Proxy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -148,5 +158,8 @@ func (c *Config) gossipConfig(nodeID, httpAddr, snapshot string) gossip.Config {
 	g.SnapshotPath = snapshot
 	g.Logger = c.Logger
 	g.Tags = map[string]string{gossip.TagHTTP: httpAddr}
+	if c.Encrypt != "" {
+		g.Keys = []string{c.Encrypt}
+	}
 	return g
 }

@@ -31,6 +31,7 @@ type FileConfig struct {
 	LogLevel      *string  `hcl:"log_level"`
 	LogJSON       *bool    `hcl:"log_json"`
 	ProxyAddr     *string  `hcl:"proxy_addr"`
+	Encrypt       *string  `hcl:"encrypt"`
 	// Upstreams are "NAME=ADDR" TCP listeners, as --upstream.
 	Upstreams  []string          `hcl:"upstreams"`
 	LBPolicy   *string           `hcl:"lb_policy"`
@@ -39,7 +40,7 @@ type FileConfig struct {
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
 	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
-	"proxy_addr", "upstreams", "lb_policy", "lb_policies"}
+	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -86,6 +87,7 @@ func (fc *FileConfig) Apply(c *Config) error {
 		c.Join = fc.Join
 	}
 	set(&c.Proxy.HTTPAddr, fc.ProxyAddr)
+	set(&c.Encrypt, fc.Encrypt)
 	set(&c.Proxy.Policy, fc.LBPolicy)
 	if fc.LBPolicies != nil {
 		c.Proxy.Policies = fc.LBPolicies

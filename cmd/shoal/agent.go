@@ -32,6 +32,7 @@ func agentCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "join", Usage: "seed `ADDR` host:port to join; repeatable; retried with backoff"},
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
+			&cli.StringFlag{Name: "encrypt", EnvVars: []string{"SHOAL_ENCRYPT"}, Usage: "base64 gossip encryption `KEY` (see shoal keygen); the data dir's keyring wins once saved"},
 			&cli.StringFlag{Name: "proxy-addr", Usage: "HTTP proxy `ADDR` host:port; empty disables (default: 127.0.0.1:15001)"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "TCP upstream `NAME=ADDR`: a local listener balancing over service NAME; repeatable"},
 			&cli.StringFlag{Name: "lb-policy", Usage: "default balancing `POLICY`: round_robin, random, least_request, ewma or hash (default: least_request)"},
@@ -77,7 +78,7 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	for flag, dst := range map[string]*string{
 		"node": &cfg.NodeName, "datacenter": &cfg.Datacenter, "bind": &cfg.BindAddr,
 		"advertise": &cfg.AdvertiseAddr, "rpc-addr": &cfg.RPCAddr, "http-addr": &cfg.HTTPAddr,
-		"data-dir": &cfg.DataDir,
+		"data-dir": &cfg.DataDir, "encrypt": &cfg.Encrypt,
 	} {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)

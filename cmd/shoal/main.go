@@ -41,6 +41,8 @@ func newApp() *cli.App {
 			versionCommand(),
 			maintCommand(),
 			benchCommand(),
+			keygenCommand(),
+			keyringCommand(),
 		},
 		// One occurrence of a repeatable flag is one value: a --meta value
 		// may contain a comma.
