@@ -84,11 +84,15 @@ func (a *apiClient) get(ctx context.Context, path string, out any) error {
 	return a.do(ctx, http.MethodGet, path, nil, out)
 }
 
-// put sends in as JSON (no body if in is nil) and decodes the answer into
-// out, unless out is nil.
+// put sends in as JSON (no body if in is nil; a json.RawMessage byte for
+// byte) and decodes the answer into out, unless out is nil.
 func (a *apiClient) put(ctx context.Context, path string, in, out any) error {
 	var body []byte
-	if in != nil {
+	switch in := in.(type) {
+	case nil:
+	case json.RawMessage:
+		body = in
+	default:
 		var err error
 		if body, err = json.Marshal(in); err != nil {
 			return fmt.Errorf("encode request: %w", err)
