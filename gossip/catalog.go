@@ -95,24 +95,37 @@ func (c *Catalog) Version(owner string) uint64 {
 // apply merges a delta received from a peer. Deltas about the local agent
 // are ignored: it is the only writer of its own services.
 func (c *Catalog) apply(d *Delta) applyResult {
+	res, _ := c.applyFrom(d)
+	return res
+}
+
+// applyFrom is apply that also reports the owner's version held before, the
+// base from which to forward what was new.
+func (c *Catalog) applyFrom(d *Delta) (applyResult, uint64) {
 	if d.Owner == c.local || d.Owner == "" {
-		return applyStale
+		return applyStale, 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v, ok := c.left[d.Owner]; ok && d.Version <= v {
-		return applyStale
+		return applyStale, 0
+	}
+	if m, ok := c.members[d.Owner]; ok && m.Status == StatusLeft {
+		// A member that left owns nothing until it rejoins (alive again),
+		// whatever a late push or a peer that missed the leave says.
+		return applyStale, 0
 	}
 	o := c.owners[d.Owner]
 	if o == nil {
 		o = newOwnerState()
 		c.owners[d.Owner] = o
 	}
+	prev := o.version
 	res := o.apply(d)
 	if res == applyApplied {
 		c.bumpLocked()
 	}
-	return res
+	return res, prev
 }
 
 // publishLocal installs the local agent's own catalog. It reports the version
@@ -126,6 +139,14 @@ func (c *Catalog) publishLocal(d *Delta) (prev uint64, ok bool) {
 		c.owners[c.local] = o
 	}
 	prev = o.version
+	// The floor never goes down: tombstones this catalog reaped stay reaped
+	// even if the owner's next snapshot still claims an older floor.
+	d.Since = max(d.Since, o.floor)
+	if prev == 0 && d.Since == 0 {
+		// This process's first publish without a floor: assume no history,
+		// so that replicas of a previous life are replaced whole.
+		d.Since = d.Version
+	}
 	if o.apply(d) != applyApplied {
 		return prev, false
 	}

@@ -201,6 +201,11 @@ func (c *Cluster) tags() map[string]string {
 // Publish installs the local agent's own catalog, a full delta of its
 // records (tombstones included) at a version above the last one, and starts
 // spreading the change. Reads of the catalog see it when Publish returns.
+//
+// d.Since must be the owner's floor: the oldest version from which d holds
+// every tombstone. An owner with no history (first start, wiped data) must
+// set it to its first version, so that peers holding a previous life of
+// the same name replace it whole.
 func (c *Cluster) Publish(d Delta) error {
 	d.Owner, d.Full = c.cfg.NodeName, true
 	prev, ok := c.catalog.publishLocal(&d)

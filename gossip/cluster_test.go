@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -10,15 +11,28 @@ import (
 // joined to the first, and waits until each sees n alive members.
 func startCluster(t *testing.T, n int) []*Cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with a hook to adjust each node's config.
+// The nodes are shut down together when the test ends.
+func startClusterWith(t *testing.T, n int, mod func(i int, cfg *Config)) []*Cluster {
+	t.Helper()
 	var cs []*Cluster
 	for i := range n {
 		cfg := TestConfig(fmt.Sprintf("node%d", i))
 		if i > 0 {
 			cfg.Seeds = []string{cs[0].LocalMember().GossipAddr()}
 		}
+		if mod != nil {
+			mod(i, &cfg)
+		}
 		c := startNode(t, cfg)
 		cs = append(cs, c)
 	}
+	// Registered after startNode's cleanups, so it runs first: a parallel
+	// shutdown costs the slowest node's Shutdown, not the sum.
+	t.Cleanup(func() { shutdownAll(cs...) })
 	waitFor(t, 10*time.Second, "all members alive", func() bool {
 		for _, c := range cs {
 			if countAlive(c) != n {
@@ -28,6 +42,15 @@ func startCluster(t *testing.T, n int) []*Cluster {
 		return true
 	})
 	return cs
+}
+
+// shutdownAll shuts the clusters down in parallel.
+func shutdownAll(cs ...*Cluster) {
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(func() { c.Shutdown() })
+	}
+	wg.Wait()
 }
 
 func startNode(t *testing.T, cfg Config) *Cluster {
@@ -128,4 +151,55 @@ func TestReplicationReachesEveryNode(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// waitEvery waits until cond holds on every cluster at once.
+func waitEvery(t *testing.T, cs []*Cluster, timeout time.Duration, what string, cond func(c *Cluster) bool) {
+	t.Helper()
+	waitFor(t, timeout, what, func() bool {
+		for _, c := range cs {
+			if !cond(c) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// memberStatus is the status c's catalog holds for the named member.
+func memberStatus(c *Cluster, name string) MemberStatus {
+	m, ok := c.Catalog().Member(name)
+	if !ok {
+		return StatusNone
+	}
+	return m.Status
+}
+
+// seesTag reports whether c has learnt owner's advertised catalog version v.
+func seesTag(c *Cluster, owner string, v uint64) bool {
+	m, ok := c.Catalog().Member(owner)
+	return ok && m.CatalogVersion() == v
+}
+
+// without returns cs minus the clusters in drop.
+func without(cs []*Cluster, drop ...*Cluster) []*Cluster {
+	var out []*Cluster
+	for _, c := range cs {
+		keep := true
+		for _, d := range drop {
+			keep = keep && c != d
+		}
+		if keep {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// pusherIdle reports whether c has no delta waiting to be pushed.
+func pusherIdle(c *Cluster) bool {
+	c.push.mu.Lock()
+	n := len(c.push.pending)
+	c.push.mu.Unlock()
+	return n == 0 && len(c.push.kick) == 0
 }

@@ -93,7 +93,7 @@ type Delta struct {
 // what it published before, as long as its clock is not set back by more than
 // the time it was down.
 func NextVersion(prev uint64, now time.Time) uint64 {
-	v := uint64(now.UnixMicro())
+	v := uint64(max(now.UnixMicro(), 0)) // a clock before 1970 must not wrap to 2^64
 	if v <= prev {
 		return prev + 1
 	}

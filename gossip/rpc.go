@@ -79,9 +79,11 @@ func (c *Cluster) handle(m *message) (*message, error) {
 // receive applies a delta from a peer: something new is forwarded at once,
 // a gap is filled by pulling from the sender.
 func (c *Cluster) receive(d *Delta, from string) {
-	switch c.catalog.apply(d) {
+	switch res, prev := c.catalog.applyFrom(d); res {
 	case applyApplied:
-		c.push.enqueue(d.Owner, d.Since)
+		// Forward from what we held: after a full delta, d.Since is the
+		// owner's floor and may equal its version.
+		c.push.enqueue(d.Owner, prev)
 	case applyGap:
 		c.pull.want(d.Owner, d.Version, from)
 	}

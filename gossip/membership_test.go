@@ -1,0 +1,149 @@
+package gossip
+
+import (
+	"testing"
+	"time"
+)
+
+// TestCrashedOwnerInstancesTurnCriticalThenReaped shuts a node down without
+// Leave: the others see it failed and keep its instances as critical, until
+// serf reaps it and its instances go.
+func TestCrashedOwnerInstancesTurnCriticalThenReaped(t *testing.T) {
+	cs := startClusterWith(t, 5, func(_ int, cfg *Config) { cfg.ReapAfter = time.Second })
+	owner := cs[4]
+	p := newPublisher(owner)
+	p.put(&Service{ID: "web-1", Name: "web", Checks: []Check{{ID: "c", Status: StatusPassing}}})
+	p.put(&Service{ID: "db-1", Name: "db"})
+	waitEvery(t, cs, 5*time.Second, "node4's services everywhere", func(c *Cluster) bool {
+		return len(c.Catalog().NodeInstances("node4")) == 2 && seesTag(c, "node4", p.version)
+	})
+
+	if err := owner.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	others := without(cs, owner)
+	waitEvery(t, others, 10*time.Second, "node4 failed, its instances critical", func(c *Cluster) bool {
+		if memberStatus(c, "node4") != StatusFailed {
+			return false
+		}
+		in := c.Catalog().NodeInstances("node4")
+		if len(in) != 2 {
+			return false
+		}
+		for _, i := range in {
+			if i.Status() != StatusCritical {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range others {
+		// Still listed: Consul shows a failed node's services as critical.
+		if got := c.Catalog().Services(); len(got["web"]) != 0 || got["db"] == nil {
+			t.Errorf("%s: services %v", c.cfg.NodeName, got)
+		}
+	}
+
+	waitEvery(t, others, 15*time.Second, "node4 reaped with its services", func(c *Cluster) bool {
+		_, known := c.Catalog().Member("node4")
+		return !known && len(c.Catalog().NodeInstances("node4")) == 0 && c.Catalog().Version("node4") == 0
+	})
+	if c := others[0]; len(c.Catalog().Services()) != 0 {
+		t.Errorf("services of a reaped node still listed: %v", c.Catalog().Services())
+	}
+}
+
+// TestLeaveRemovesServices: a node that leaves gracefully takes its services
+// with it everywhere, at once rather than after a failure timeout.
+func TestLeaveRemovesServices(t *testing.T) {
+	cs := startCluster(t, 4)
+	leaver := cs[2]
+	p := newPublisher(leaver)
+	p.put(&Service{ID: "web-1", Name: "web"})
+	p.put(&Service{ID: "web-2", Name: "web"})
+	q := newPublisher(cs[0])
+	q.put(&Service{ID: "web-0", Name: "web"})
+	waitEvery(t, cs, 5*time.Second, "3 web instances everywhere", func(c *Cluster) bool {
+		return len(c.Catalog().Instances("web")) == 3
+	})
+	if err := leaver.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if err := leaver.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	others := without(cs, leaver)
+	waitEvery(t, others, 5*time.Second, "node2 left with its services", func(c *Cluster) bool {
+		return memberStatus(c, "node2") == StatusLeft && len(c.Catalog().Instances("web")) == 1 &&
+			c.Catalog().Version("node2") == 0
+	})
+	for _, c := range others {
+		if in := c.Catalog().Instances("web"); len(in) != 1 || in[0].Service.ID != "web-0" {
+			t.Errorf("%s: web instances %v", c.cfg.NodeName, catalogIDs(in))
+		}
+	}
+}
+
+// restartOwner shuts owner down without Leave and starts a fresh agent of the
+// same name on the same gossip address, with an empty catalog.
+func restartOwner(t *testing.T, owner *Cluster, seed *Cluster) *Cluster {
+	t.Helper()
+	name, addr := owner.cfg.NodeName, owner.LocalMember().GossipAddr()
+	if err := owner.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := TestConfig(name)
+	cfg.BindAddr = addr
+	cfg.Seeds = []string{seed.LocalMember().GossipAddr()}
+	return startNode(t, cfg)
+}
+
+// TestRestartedOwnerWithEmptyStateRemovesOldServices: an owner that comes
+// back with an empty data dir publishes a newer, empty catalog; what it
+// published in its previous life must disappear everywhere and stay gone.
+func TestRestartedOwnerWithEmptyStateRemovesOldServices(t *testing.T) {
+	testRestartedOwnerWithEmptyState(t, func(v uint64) Delta { return Delta{Version: v} })
+}
+
+// TestRestartedOwnerDeclaringItsFloorRemovesOldServices is the same restart,
+// with the fresh owner declaring that it holds no tombstones from before its
+// first version (Since = Version), which forces full deltas to peers.
+func TestRestartedOwnerDeclaringItsFloorRemovesOldServices(t *testing.T) {
+	testRestartedOwnerWithEmptyState(t, func(v uint64) Delta { return Delta{Since: v, Version: v} })
+}
+
+func testRestartedOwnerWithEmptyState(t *testing.T, firstPublish func(v uint64) Delta) {
+	cs := startCluster(t, 5)
+	p := newPublisher(cs[4])
+	p.put(&Service{ID: "web-1", Name: "web"})
+	p.put(&Service{ID: "web-2", Name: "web"})
+	waitEvery(t, cs, 5*time.Second, "node4's services everywhere", func(c *Cluster) bool {
+		return len(c.Catalog().NodeInstances("node4")) == 2 && seesTag(c, "node4", p.version)
+	})
+	oldVersion := p.version
+
+	fresh := restartOwner(t, cs[4], cs[0])
+	nodes := append(without(cs, cs[4]), fresh)
+	waitEvery(t, nodes, 10*time.Second, "node4 back and alive", func(c *Cluster) bool {
+		return memberStatus(c, "node4") == StatusAlive && countAlive(c) == 5
+	})
+	v := NextVersion(0, time.Now())
+	if v <= oldVersion {
+		t.Fatalf("fresh version %d not above the old %d", v, oldVersion)
+	}
+	if err := fresh.Publish(firstPublish(v)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvery(t, nodes, 10*time.Second, "node4's old services gone everywhere", func(c *Cluster) bool {
+		return c.Catalog().Version("node4") == v && len(c.Catalog().Instances("web")) == 0
+	})
+
+	// New registrations of the fresh owner replicate; the old ones stay gone.
+	fp := newPublisher(fresh)
+	fp.version = v
+	fp.put(&Service{ID: "web-3", Name: "web"})
+	waitEvery(t, nodes, 5*time.Second, "only web-3 everywhere", func(c *Cluster) bool {
+		in := c.Catalog().Instances("web")
+		return len(in) == 1 && in[0].Service.ID == "web-3" && in[0].Node.Name == "node4"
+	})
+}
