@@ -271,6 +271,7 @@ func (c *Cluster) joinLoop(seeds []string) {
 		n, err := c.serf.Join(seeds, true)
 		if n > 0 {
 			c.log.Info("joined cluster", "seeds", seeds, "contacted", n)
+			c.watchIsolation(seeds)
 			return
 		}
 		msg := "no seed answered"
@@ -287,6 +288,34 @@ func (c *Cluster) joinLoop(seeds []string) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, c.cfg.JoinBackoffMax)
+	}
+}
+
+// watchIsolation joins the seeds again whenever this agent finds itself
+// without a live peer: after a partition longer than ReapAfter both sides
+// have forgotten each other, and serf's own reconnects have stopped.
+func (c *Cluster) watchIsolation(seeds []string) {
+	every := max(c.cfg.JoinBackoffMax, c.cfg.Timing.ProbeInterval)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(every):
+		}
+		alive := 0
+		for _, m := range c.catalog.Members() {
+			if m.Status == StatusAlive && m.Name != c.cfg.NodeName {
+				alive++
+			}
+		}
+		if alive > 0 {
+			continue
+		}
+		if n, err := c.serf.Join(seeds, true); n > 0 {
+			c.log.Info("no live peer left: rejoined through the seeds", "seeds", seeds, "contacted", n)
+		} else if err != nil {
+			c.log.Debug("rejoin failed", "seeds", seeds, "err", oneLine(err))
+		}
 	}
 }
 

@@ -15,10 +15,28 @@ type pusher struct {
 
 	mu      sync.Mutex        // guards pending
 	pending map[string]uint64 // owner → oldest version peers may hold
+
+	retryMu sync.Mutex            // guards retries
+	retries map[string]*pushRetry // by peer catalog address
 }
 
+// pushRetry is a push that did not reach a peer, tried again with backoff
+// while the peer is a member: a partition too brief for failure detection
+// would otherwise wait for the next anti-entropy round to repair.
+type pushRetry struct {
+	owners map[string]uint64 // owner → oldest version the peer may hold
+	next   time.Time
+	delay  time.Duration
+}
+
+const (
+	pushRetryFirst = 250 * time.Millisecond
+	pushRetryMax   = 30 * time.Second
+)
+
 func newPusher(c *Cluster) *pusher {
-	return &pusher{c: c, kick: make(chan struct{}, 1), pending: make(map[string]uint64)}
+	return &pusher{c: c, kick: make(chan struct{}, 1), pending: make(map[string]uint64),
+		retries: make(map[string]*pushRetry)}
 }
 
 // enqueue schedules a push of owner's records changed after since.
@@ -36,12 +54,80 @@ func (p *pusher) enqueue(owner string, since uint64) {
 
 func (p *pusher) run() {
 	defer p.c.wg.Done()
+	tick := time.NewTicker(pushRetryFirst)
+	defer tick.Stop()
 	for {
 		select {
 		case <-p.c.stop:
 			return
 		case <-p.kick:
 			p.round()
+		case now := <-tick.C:
+			p.retryDue(now)
+		}
+	}
+}
+
+// scheduleRetry remembers that a push of these owners missed addr.
+func (p *pusher) scheduleRetry(addr string, owners map[string]uint64) {
+	p.retryMu.Lock()
+	defer p.retryMu.Unlock()
+	r := p.retries[addr]
+	if r == nil {
+		r = &pushRetry{owners: make(map[string]uint64), delay: pushRetryFirst}
+		p.retries[addr] = r
+		r.next = time.Now().Add(r.delay)
+	}
+	for owner, since := range owners {
+		if cur, ok := r.owners[owner]; !ok || since < cur {
+			r.owners[owner] = since
+		}
+	}
+}
+
+// retryDue sends the retries whose time has come, to peers that are still
+// members; a peer that left or was reaped is forgotten.
+func (p *pusher) retryDue(now time.Time) {
+	p.retryMu.Lock()
+	if len(p.retries) == 0 {
+		p.retryMu.Unlock()
+		return
+	}
+	alive := make(map[string]MemberStatus)
+	for _, m := range p.c.catalog.Members() {
+		alive[m.RPCAddr()] = m.Status
+	}
+	due := make(map[string]map[string]uint64)
+	for addr, r := range p.retries {
+		status, known := alive[addr]
+		switch {
+		case !known || status == StatusLeft:
+			delete(p.retries, addr)
+		case status == StatusAlive && !now.Before(r.next):
+			due[addr] = r.owners
+			delete(p.retries, addr)
+		}
+	}
+	p.retryMu.Unlock()
+	for addr, owners := range due {
+		m := &message{Type: msgPush, From: p.c.cfg.NodeName}
+		for owner, since := range owners {
+			if d, ok := p.c.catalog.deltaSince(owner, since); ok {
+				m.Deltas = append(m.Deltas, d)
+			}
+		}
+		if len(m.Deltas) == 0 {
+			continue
+		}
+		p.c.stats.pushesOut.Add(1)
+		if _, err := p.c.call(addr, m); err != nil {
+			p.scheduleRetry(addr, owners)
+			p.retryMu.Lock()
+			if r := p.retries[addr]; r != nil {
+				r.delay = min(2*r.delay, pushRetryMax)
+				r.next = now.Add(r.delay)
+			}
+			p.retryMu.Unlock()
 		}
 	}
 }
@@ -70,8 +156,10 @@ func (p *pusher) round() {
 			defer wg.Done()
 			p.c.stats.pushesOut.Add(1)
 			if _, err := p.c.call(addr, m); err != nil {
-				// The backstop (tags and pulls) repairs what a lost push misses.
+				// Tried again with backoff; the backstop (tags and pulls)
+				// repairs whatever is still missing after that.
 				p.c.log.Debug("push failed", "peer", addr, "err", err)
+				p.scheduleRetry(addr, pending)
 			}
 		}()
 	}
