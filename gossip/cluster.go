@@ -159,6 +159,9 @@ func (c *Cluster) serfConfig(bindIP net.IP, bindPort int, advIP net.IP, advPort 
 		// Fast profiles: dead members stop being gossiped to sooner too.
 		ml.GossipToTheDeadTime = 10 * t.ProbeInterval
 	}
+	// A crashed agent restarted on another address may take its name back
+	// once it has been dead this long (memberlist's default: never).
+	ml.DeadNodeReclaimTime = 10 * t.ProbeInterval
 	logger := newStdLogger(c.baseLog, "memberlist")
 	ml.Logger = logger
 	ml.Keyring = c.keyring
@@ -180,6 +183,13 @@ func (c *Cluster) serfConfig(bindIP net.IP, bindPort int, advIP net.IP, advPort 
 		sc.ReapInterval = 10 * t.ProbeInterval
 		sc.ReconnectInterval = 5 * t.ProbeInterval
 		sc.LeavePropagateDelay = 2 * t.GossipInterval
+	}
+	// Keyring operations are serf queries that wait GossipInterval ×
+	// QueryTimeoutMult × log10(N+1) for every member's answer: 3.2 s and up
+	// on LAN timing, but 320 ms on fast profiles, which a busy machine
+	// misses, failing a rotation step. Keep it at least a second.
+	if d := t.GossipInterval * time.Duration(sc.QueryTimeoutMult); d > 0 && d < time.Second {
+		sc.QueryTimeoutMult = int((time.Second + t.GossipInterval - 1) / t.GossipInterval)
 	}
 	return sc
 }

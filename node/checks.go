@@ -110,6 +110,11 @@ func (r *checkRunner) run() {
 		}()
 		status, output := r.probe(ctx)
 		cancel()
+		select {
+		case <-r.stop:
+			return // stopped mid-probe: the cancellation is not the check's result
+		default:
+		}
 		if s := r.damper.observe(status); s != "" {
 			if err := r.report.UpdateCheck(r.id, s, output); err != nil && !errors.Is(err, errNotFound) {
 				r.log.Warn("check update failed", "check", r.id, "err", err)

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -32,6 +34,17 @@ type FileConfig struct {
 	LogJSON       *bool    `hcl:"log_json"`
 	ProxyAddr     *string  `hcl:"proxy_addr"`
 	Encrypt       *string  `hcl:"encrypt"`
+	// DNS interface (see Config.DNSAddr, Domain, DNSTTL).
+	DNSAddr   *string `hcl:"dns_addr"`
+	DNSDomain *string `hcl:"dns_domain"`
+	DNSTTL    *string `hcl:"dns_ttl"`
+	// HTTP API access and hardening (see HTTPConfig).
+	HTTPToken             *string  `hcl:"http_token"`
+	HTTPTokenReads        *bool    `hcl:"http_token_reads"`
+	HTTPAllowedHosts      []string `hcl:"http_allowed_hosts"`
+	HTTPMaxConnsPerClient *int     `hcl:"http_max_conns_per_client"`
+	HTTPTLSCert           *string  `hcl:"http_tls_cert"`
+	HTTPTLSKey            *string  `hcl:"http_tls_key"`
 	// Upstreams are "NAME=ADDR" TCP listeners, as --upstream.
 	Upstreams  []string          `hcl:"upstreams"`
 	LBPolicy   *string           `hcl:"lb_policy"`
@@ -40,7 +53,8 @@ type FileConfig struct {
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
 	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
-	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt"}
+	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt", "dns_addr", "dns_domain", "dns_ttl",
+	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -48,6 +62,13 @@ func LoadConfigFile(path string) (*FileConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
+	}
+	// HCL's own JSON parser drops what it cannot read; a JSON file must be
+	// valid JSON before it gets there.
+	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '{' && !json.Valid(trimmed) {
+		var v any
+		err := json.Unmarshal(trimmed, &v)
+		return nil, fmt.Errorf("config file %s: invalid JSON: %v", path, err)
 	}
 	var raw map[string]any
 	if err := hcl.Decode(&raw, string(b)); err != nil {
@@ -88,6 +109,27 @@ func (fc *FileConfig) Apply(c *Config) error {
 	}
 	set(&c.Proxy.HTTPAddr, fc.ProxyAddr)
 	set(&c.Encrypt, fc.Encrypt)
+	set(&c.DNSAddr, fc.DNSAddr)
+	set(&c.Domain, fc.DNSDomain)
+	if fc.DNSTTL != nil {
+		d, err := time.ParseDuration(*fc.DNSTTL)
+		if err != nil {
+			return fmt.Errorf("config file: dns_ttl %q: want a duration such as 0s or 30s", *fc.DNSTTL)
+		}
+		c.DNSTTL = d
+	}
+	set(&c.HTTP.Token, fc.HTTPToken)
+	if fc.HTTPTokenReads != nil {
+		c.HTTP.TokenReads = *fc.HTTPTokenReads
+	}
+	if fc.HTTPAllowedHosts != nil {
+		c.HTTP.AllowedHosts = fc.HTTPAllowedHosts
+	}
+	if fc.HTTPMaxConnsPerClient != nil {
+		c.HTTP.MaxConnsPerClient = *fc.HTTPMaxConnsPerClient
+	}
+	set(&c.HTTP.TLSCertFile, fc.HTTPTLSCert)
+	set(&c.HTTP.TLSKeyFile, fc.HTTPTLSKey)
 	set(&c.Proxy.Policy, fc.LBPolicy)
 	if fc.LBPolicies != nil {
 		c.Proxy.Policies = fc.LBPolicies

@@ -33,11 +33,21 @@ func startAgent(t *testing.T, name string, adjust func(*Config)) *Agent {
 // one sees n alive members.
 func startAgents(t *testing.T, n int) []*Agent {
 	t.Helper()
+	return startAgentsWith(t, n, nil)
+}
+
+// startAgentsWith is startAgents with a per-agent adjustment of the
+// configuration (agent i is named "n<i>").
+func startAgentsWith(t *testing.T, n int, adjust func(i int, c *Config)) []*Agent {
+	t.Helper()
 	var as []*Agent
 	for i := range n {
 		as = append(as, startAgent(t, fmt.Sprintf("n%d", i), func(c *Config) {
 			if i > 0 {
 				c.Join = []string{as[0].Cluster().LocalMember().GossipAddr()}
+			}
+			if adjust != nil {
+				adjust(i, c)
 			}
 		}))
 	}
@@ -112,4 +122,12 @@ func healthEntries(t *testing.T, a *Agent, name, query string) []ServiceEntry {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// mustUnmarshal decodes JSON or fails the test.
+func mustUnmarshal(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
 }
