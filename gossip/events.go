@@ -27,6 +27,7 @@ func (c *Cluster) eventLoop() {
 				c.catalog.setMember(m)
 				switch me.Type {
 				case serf.EventMemberFailed:
+					c.stats.memberFailures.Add(1)
 					c.log.Warn("member failed", "node", m.Name, "addr", m.GossipAddr())
 				case serf.EventMemberLeave:
 					c.log.Info("member left", "node", m.Name)

@@ -5,17 +5,21 @@ import (
 	"sync/atomic"
 )
 
-// Stats counts the traffic of the node-to-node catalog path.
+// Stats counts the traffic of the node-to-node catalog path, and the member
+// failures this agent has seen.
 type Stats struct {
 	BytesOut  uint64 // bytes written to peers
 	BytesIn   uint64 // bytes read from peers
 	PushesOut uint64 // push messages sent
 	PushesIn  uint64 // push messages received
 	Pulls     uint64 // pull requests sent
+	// MemberFailures counts the times failure detection declared a member
+	// failed here; one that flaps counts once per failure.
+	MemberFailures uint64
 }
 
 type stats struct {
-	bytesOut, bytesIn, pushesOut, pushesIn, pulls atomic.Uint64
+	bytesOut, bytesIn, pushesOut, pushesIn, pulls, memberFailures atomic.Uint64
 }
 
 func (s *stats) snapshot() Stats {
@@ -25,6 +29,8 @@ func (s *stats) snapshot() Stats {
 		PushesOut: s.pushesOut.Load(),
 		PushesIn:  s.pushesIn.Load(),
 		Pulls:     s.pulls.Load(),
+
+		MemberFailures: s.memberFailures.Load(),
 	}
 }
 

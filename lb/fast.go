@@ -37,11 +37,11 @@ func (e *endpoint) fastClient(p *Proxy) *fasthttp.HostClient {
 	if hc := e.fc.Load(); hc != nil {
 		return hc
 	}
-	timeout := p.cfg.ConnectTimeout
+	dialer := upstreamDialer(p.cfg.ConnectTimeout)
 	hc := &fasthttp.HostClient{
 		Addr: e.addr,
 		DialTimeout: func(addr string, _ time.Duration) (net.Conn, error) {
-			c, err := net.DialTimeout("tcp", addr, timeout)
+			c, err := dialer.Dial("tcp", addr)
 			if err != nil {
 				return nil, &dialError{err}
 			}
@@ -84,14 +84,16 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 			host, p.cfg.Domain, p.cfg.Domain), fasthttp.StatusServiceUnavailable)
 		return
 	}
+	pl := p.pool(service, tag)
+	pl.stats.requests.Add(1)
 	req := &ctx.Request
 	if ctx.IsConnect() || req.Header.ConnectionUpgrade() {
 		p.tunnel(ctx, service, tag)
 		return
 	}
-	snap := p.pool(service, tag).current()
+	snap := pl.current()
 	if len(snap.eps) == 0 {
-		p.fastError(ctx, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
+		p.fastError(ctx, &pl.stats, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
 		return
 	}
 	stripHop(&req.Header)
@@ -112,7 +114,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	for attempt := 0; ; attempt++ {
 		e := snap.pick(p, key, tried)
 		if e == nil {
-			p.fastError(ctx, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
+			p.fastError(ctx, &pl.stats, &errNoInstance{service: service, tag: tag}, fasthttp.StatusServiceUnavailable)
 			return
 		}
 		e.inflight.Add(1)
@@ -133,6 +135,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		if err == nil {
 			end := time.Now()
 			e.observeLatency(end.Sub(start), end.UnixNano())
+			pl.stats.latency.observe(end.Sub(now))
 			e.requests.Add(1)
 			if resp.StatusCode() >= 500 && p.cfg.EjectAfter5xx > 0 {
 				snap.failed(p, e, p.cfg.EjectAfter5xx)
@@ -153,22 +156,29 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		// A per-try timeout is retried like a reset: only requests that can
 		// be sent twice. A connect failure can always go elsewhere.
 		safe := dialFailed || (idempotent && !req.IsBodyStream())
-		if !safe || expired || attempt >= p.cfg.MaxRetries || !p.budget.allow(time.Now().UnixNano()) {
+		// A refused connect delivered nothing and costs the instance nothing,
+		// so it does not draw on the retry budget; everything else does.
+		free := dialFailed && !errors.Is(err, fasthttp.ErrDialTimeout) && !isNetTimeout(err)
+		if !safe || expired || attempt >= p.cfg.MaxRetries || len(tried) == len(snap.eps) ||
+			(!free && !p.budget.allow(time.Now().UnixNano())) {
 			status := fasthttp.StatusBadGateway
 			if timedOut || expired {
 				status = fasthttp.StatusGatewayTimeout
 			}
-			p.fastError(ctx, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service), status)
+			p.fastError(ctx, &pl.stats, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service), status)
 			return
 		}
 		p.metrics.retries.Add(1)
+		pl.stats.retries.Add(1)
 		resp.Reset()
 	}
 }
 
-// fastError answers a request that could not be forwarded, in one line.
-func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, err error, status int) {
+// fastError answers a request that could not be forwarded, in one line,
+// and counts it against the proxy and the pool's stats st.
+func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, st *poolStats, err error, status int) {
 	p.metrics.errors.Add(1)
+	st.errors.Add(1)
 	p.log.Debug("proxy error", "host", string(ctx.Host()), "err", err)
 	msg := bytes.ReplaceAll([]byte("shoal: "+err.Error()), []byte("\n"), []byte(" "))
 	ctx.Response.Reset()
@@ -241,14 +251,15 @@ func fastHashKey(ctx *fasthttp.RequestCtx, src HashSource) string {
 // instance, passes an upgrade request on as it is, and then copies bytes
 // both ways; the instance's own 101 answer goes straight to the client.
 func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, service, tag string) {
-	up, e, err := p.dial(p.pool(service, tag), ctx.RemoteIP().String())
+	pl := p.pool(service, tag)
+	up, e, err := p.dial(pl, ctx.RemoteIP().String())
 	if err != nil {
 		var noInst *errNoInstance
 		status := fasthttp.StatusBadGateway
 		if errors.As(err, &noInst) {
 			status = fasthttp.StatusServiceUnavailable
 		}
-		p.fastError(ctx, err, status)
+		p.fastError(ctx, &pl.stats, err, status)
 		return
 	}
 	connect := ctx.IsConnect()
@@ -265,7 +276,7 @@ func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, service, tag string) {
 		if err != nil {
 			up.Close()
 			e.inflight.Add(-1)
-			p.fastError(ctx, err, fasthttp.StatusBadGateway)
+			p.fastError(ctx, &pl.stats, err, fasthttp.StatusBadGateway)
 			return
 		}
 	}

@@ -34,15 +34,18 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
 	p.metrics.requests.Add(1)
 	p.budget.request(time.Now().UnixNano())
-	service, _, ok := route(r.Host, p.cfg.Domain)
+	service, tag, ok := route(r.Host, p.cfg.Domain)
 	if !ok {
 		p.metrics.errors.Add(1)
 		http.Error(w, fmt.Sprintf("shoal: %q is not a service address: want NAME, NAME.service.%s or TAG.NAME.service.%s",
 			r.Host, p.cfg.Domain, p.cfg.Domain), http.StatusServiceUnavailable)
 		return
 	}
+	st := &p.pool(service, tag).stats
+	st.requests.Add(1)
 	if r.Method == http.MethodConnect {
 		p.metrics.errors.Add(1)
+		st.errors.Add(1)
 		http.Error(w, "shoal: CONNECT is served over HTTP/1.1 only", http.StatusMethodNotAllowed)
 		return
 	}
@@ -51,7 +54,6 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	_ = service
 	h.rp.ServeHTTP(w, r)
 }
 
@@ -67,6 +69,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // proxyError answers a request that could not be forwarded, in one line.
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	p.metrics.errors.Add(1)
+	if service, tag, ok := route(r.Host, p.cfg.Domain); ok {
+		p.pool(service, tag).stats.errors.Add(1)
+	}
 	var noInst *errNoInstance
 	status := http.StatusBadGateway
 	switch {
@@ -92,7 +97,9 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, fmt.Errorf("%q is not a service address", req.URL.Host)
 	}
-	snap := p.pool(service, tag).current()
+	began := time.Now()
+	pl := p.pool(service, tag)
+	snap := pl.current()
 	if len(snap.eps) == 0 {
 		return nil, &errNoInstance{service, tag}
 	}
@@ -127,6 +134,7 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			now := time.Now()
 			e.observeLatency(now.Sub(start), now.UnixNano())
+			pl.stats.latency.observe(now.Sub(began))
 			e.requests.Add(1)
 			if resp.StatusCode >= 500 && p.cfg.EjectAfter5xx > 0 {
 				snap.failed(p, e, p.cfg.EjectAfter5xx)
@@ -146,10 +154,13 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !safe && isIdempotent(req) && body == nil && !errors.Is(err, context.DeadlineExceeded) {
 			safe = true // nothing to replay; a reset before the response can be retried
 		}
-		if !safe || attempt >= p.cfg.MaxRetries || req.Context().Err() != nil || !p.budget.allow(time.Now().UnixNano()) {
-			return nil, fmt.Errorf("%s (instance %s of %q)", err, e.addr, service)
+		free := dialErr && !isNetTimeout(err) // a refused connect costs the instance nothing
+		if !safe || attempt >= p.cfg.MaxRetries || len(tried) == len(snap.eps) || req.Context().Err() != nil ||
+			(!free && !p.budget.allow(time.Now().UnixNano())) {
+			return nil, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service)
 		}
 		p.metrics.retries.Add(1)
+		pl.stats.retries.Add(1)
 	}
 }
 
@@ -165,6 +176,12 @@ func isIdempotent(r *http.Request) bool {
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// isTimeout reports a timeout, which may mean an overloaded instance.
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // isReset reports a connection that broke before the response headers.

@@ -18,6 +18,8 @@ type pool struct {
 
 	snap atomic.Pointer[snapshot]
 
+	stats poolStats // traffic counters (metrics.go)
+
 	mu   sync.Mutex // guards refresh and byID
 	byID map[string]*endpoint
 }
@@ -30,6 +32,7 @@ type snapshot struct {
 	uniform bool
 	policy  Policy
 	hashKey HashSource
+	stats   *poolStats // the pool's counters; nil in tests' snapshots
 }
 
 func newPool(p *Proxy, service, tag string) *pool {
@@ -57,7 +60,7 @@ func (pl *pool) current() *snapshot {
 // keep their state; in-flight requests on removed ones finish undisturbed.
 func (pl *pool) build(gen uint64) *snapshot {
 	instances := pl.p.view.Instances(pl.service)
-	s := &snapshot{gen: gen, uniform: true}
+	s := &snapshot{gen: gen, uniform: true, stats: &pl.stats}
 	seen := make(map[string]bool, len(instances))
 	policyName, hashKey := "", ""
 	for _, in := range instances {
@@ -163,6 +166,9 @@ func (s *snapshot) failed(p *Proxy, e *endpoint, threshold int) bool {
 	e.lastEject = now
 	e.failures.Store(0)
 	p.metrics.ejections.Add(1)
+	if s.stats != nil {
+		s.stats.ejections.Add(1)
+	}
 	p.log.Info("endpoint ejected", "service", e.id, "addr", e.addr, "for", d)
 	return true
 }

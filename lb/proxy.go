@@ -63,7 +63,7 @@ func New(cfg Config, view View) (*Proxy, error) {
 	p.budget.ratio, p.budget.minPerSec = cfg.RetryBudget, int64(cfg.MinRetriesPerSecond)
 	empty := make(map[poolKey]*pool)
 	p.pools.Store(&empty)
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	dialer := upstreamDialer(cfg.ConnectTimeout)
 	p.transport = &http.Transport{
 		Proxy:                 nil,
 		DialContext:           dialer.DialContext,
@@ -183,12 +183,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			err = p.fastSrv.ShutdownWithContext(ctx)
 			p.sniffer.Close()
 		}
+		// The accept loops add sessions; they must be gone before the
+		// drains wait, or a late Add races with Wait and escapes it.
+		p.wg.Wait()
 		p.h2Conns.drain(ctx)
 		p.tunnels.drain(ctx)
 		for _, u := range p.upstreams {
 			u.sessions.drain(ctx)
 		}
-		p.wg.Wait()
 		p.transport.CloseIdleConnections()
 	})
 	return err

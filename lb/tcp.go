@@ -34,9 +34,11 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			defer u.sessions.remove(conn)
 			defer conn.Close()
 			p.metrics.connections.Add(1)
+			pl.stats.connections.Add(1)
 			up, e, err := p.dial(pl, clientIP(conn.RemoteAddr().String()))
 			if err != nil {
 				p.metrics.errors.Add(1)
+				pl.stats.errors.Add(1)
 				p.log.Debug("upstream connect failed", "service", u.service, "err", err)
 				return
 			}
@@ -64,7 +66,7 @@ func (p *Proxy) dial(pl *pool, key string) (net.Conn, *endpoint, error) {
 			break
 		}
 		e.inflight.Add(1)
-		conn, err := net.DialTimeout("tcp", e.addr, p.cfg.ConnectTimeout)
+		conn, err := upstreamDialer(p.cfg.ConnectTimeout).Dial("tcp", e.addr)
 		if err == nil {
 			e.succeeded()
 			e.requests.Add(1)
@@ -76,6 +78,7 @@ func (p *Proxy) dial(pl *pool, key string) (net.Conn, *endpoint, error) {
 		lastErr = err
 		if attempt > 0 {
 			p.metrics.retries.Add(1)
+			pl.stats.retries.Add(1)
 		}
 	}
 	if lastErr == nil {

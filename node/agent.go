@@ -32,6 +32,7 @@ type Agent struct {
 	checks  *checkManager
 	cluster *gossip.Cluster
 	proxy   *lb.Proxy
+	dns     *dnsServer // nil when disabled
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -47,6 +48,10 @@ type Agent struct {
 
 // New validates cfg and prepares an agent; nothing listens until Start.
 func New(cfg Config) (*Agent, error) {
+	if cfg.Domain == "" {
+		cfg.Domain = cfg.Proxy.Domain
+	}
+	cfg.Proxy.Domain = cfg.Domain // one service domain for DNS and the proxy
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -82,15 +87,25 @@ func (a *Agent) Start() (err error) {
 		return fmt.Errorf("load catalog: %w", err)
 	}
 
-	a.httpLn, err = net.Listen("tcp", a.cfg.HTTPAddr)
+	a.httpLn, err = a.listenHTTP()
 	if err != nil {
-		return fmt.Errorf("http api: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
 			a.httpLn.Close()
 		}
 	}()
+	if a.cfg.DNSAddr != "" {
+		if a.dns, err = listenDNS(a.cfg.DNSAddr, a.dnsLog()); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				a.dns.close()
+			}
+		}()
+	}
 
 	gcfg := a.cfg.gossipConfig(a.nodeID, a.httpLn.Addr().String(), snapshot)
 	if gcfg.Keys, gcfg.KeyringFile, err = a.keyring(); err != nil {
@@ -124,12 +139,10 @@ func (a *Agent) Start() (err error) {
 		}
 	}
 
-	a.httpSrv = &http.Server{
-		Handler:           newAPI(a).handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	if a.dns != nil {
+		a.dns.serve(newDNSHandler(a.cluster.Catalog(), &a.cfg, a.dnsLog()))
 	}
+	a.httpSrv = a.newHTTPServer(newAPI(a).handler())
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
@@ -138,7 +151,7 @@ func (a *Agent) Start() (err error) {
 		}
 	}()
 	go a.maintain()
-	a.log.Info("agent started", "node", a.cfg.NodeName, "http", a.HTTPAddr(),
+	a.log.Info("agent started", "node", a.cfg.NodeName, "http", a.HTTPAddr(), "dns", a.DNSAddr(),
 		"data_dir", a.cfg.DataDir, "services", len(a.reg.current().Services))
 	return nil
 }
@@ -226,6 +239,7 @@ func (a *Agent) Shutdown() error {
 	var err error
 	a.shutdownOnce.Do(func() {
 		close(a.stop)
+		a.dns.shutdown()
 		if a.proxy != nil {
 			// Drain the proxy first: in-flight requests finish while the
 			// view is still live.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,23 @@ func (s *api) handler() http.Handler {
 	// Status: a leaderless cluster answers for itself.
 	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
 	mux.HandleFunc("GET /v1/status/peers", s.statusPeers)
+	// Network coordinates (Vivaldi), as Consul's, for RTT estimates.
+	mux.HandleFunc("GET /v1/coordinate/nodes", s.coordinateNodes)
+	mux.HandleFunc("GET /v1/coordinate/node/{node}", s.coordinateNode)
+	// Status page at /ui/ and its data (ui.go).
+	s.uiRoutes(mux)
+	// Metrics: Prometheus's exposition at /metrics and Consul's path.
+	m := newMetrics(s.a)
+	mux.HandleFunc("GET /metrics", m.servePrometheus)
+	mux.HandleFunc("GET /v1/agent/metrics", m.serveAgentMetrics)
+	if s.a.cfg.EnableDebug {
+		// Profiling, as Consul's enable_debug: CPU, heap and goroutine
+		// profiles of the agent, proxy included.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	return mux
 }
 

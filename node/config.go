@@ -31,6 +31,18 @@ type Config struct {
 	Join []string
 	// HTTPAddr is the local HTTP API address. Default 127.0.0.1:8500.
 	HTTPAddr string
+	// HTTP is the API's access control (token, allowed hosts, TLS) and
+	// limits. Default: DefaultHTTPConfig.
+	HTTP HTTPConfig
+	// DNSAddr is the DNS interface's address, UDP and TCP; empty disables
+	// it. Default 127.0.0.1:8600.
+	DNSAddr string
+	// Domain is the service domain of DNS and of the proxy's Host routing
+	// (NAME.service.DOMAIN); it sets Proxy.Domain. Default shoal.
+	Domain string
+	// DNSTTL is the TTL of DNS answers, whole seconds. Default 0, as
+	// Consul: clients ask again every time.
+	DNSTTL time.Duration
 	// DataDir holds the agent's state (services, node ID, serf snapshot).
 	// Empty keeps everything in memory: a restart forgets all (--dev).
 	DataDir string
@@ -42,6 +54,8 @@ type Config struct {
 	// data dir holds a keyring (saved at first start and after every
 	// rotation), the keyring wins and Encrypt is ignored.
 	Encrypt string
+	// EnableDebug serves Go's profiles under /debug/pprof/ on the HTTP API.
+	EnableDebug bool
 	// Gossip holds the gossip tunables; the fields above override theirs.
 	Gossip gossip.Config
 	// Proxy configures the local forwarding proxy (HTTP on 127.0.0.1:15001
@@ -59,6 +73,9 @@ func DefaultConfig() Config {
 		Datacenter: "dc1",
 		BindAddr:   "0.0.0.0:7946",
 		HTTPAddr:   "127.0.0.1:8500",
+		DNSAddr:    "127.0.0.1:8600",
+		Domain:     "shoal",
+		HTTP:       DefaultHTTPConfig(),
 		ReapAfter:  72 * time.Hour,
 		Gossip:     gossip.DefaultConfig(),
 		Proxy:      lb.DefaultConfig(),
@@ -84,6 +101,7 @@ func TestConfig(name string) Config {
 	c.NodeName = name
 	c.BindAddr = "127.0.0.1:0"
 	c.HTTPAddr = "127.0.0.1:0"
+	c.DNSAddr = "127.0.0.1:0"
 	c.Gossip = gossip.TestConfig(name)
 	c.Proxy.HTTPAddr = "127.0.0.1:0"
 	c.Proxy.ShutdownTimeout = 2 * time.Second
@@ -124,6 +142,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("encrypt: %w", err))
 		}
 	}
+	if err := c.HTTP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateDNS()...)
 	if err := c.Proxy.Validate(); err != nil {
 		errs = append(errs, err)
 	}

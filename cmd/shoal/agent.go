@@ -33,10 +33,20 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
 			&cli.StringFlag{Name: "encrypt", EnvVars: []string{"SHOAL_ENCRYPT"}, Usage: "base64 gossip encryption `KEY` (see shoal keygen); the data dir's keyring wins once saved"},
+			&cli.StringFlag{Name: "http-token", EnvVars: []string{"SHOAL_HTTP_TOKEN"}, Usage: "API `TOKEN` required for writes (X-Consul-Token, Authorization: Bearer or ?token=)"},
+			&cli.BoolFlag{Name: "http-token-reads", Usage: "require --http-token for reads too"},
+			&cli.StringSliceFlag{Name: "http-allowed-hosts", Usage: "extra Host `NAME` accepted by a loopback API (DNS rebinding protection); repeatable"},
+			&cli.IntFlag{Name: "http-max-conns-per-client", Usage: "concurrent API connections per client IP (default: 256)"},
+			&cli.StringFlag{Name: "http-tls-cert", Usage: "PEM certificate `FILE`: serve the API over HTTPS (with --http-tls-key)"},
+			&cli.StringFlag{Name: "http-tls-key", Usage: "PEM private key `FILE` of --http-tls-cert"},
 			&cli.StringFlag{Name: "proxy-addr", Usage: "HTTP proxy `ADDR` host:port; empty disables (default: 127.0.0.1:15001)"},
+			&cli.StringFlag{Name: "dns-addr", Usage: "DNS `ADDR` host:port, UDP and TCP; empty disables (default: 127.0.0.1:8600)"},
+			&cli.StringFlag{Name: "dns-domain", Usage: "service `DOMAIN` of DNS and the proxy: NAME.service.DOMAIN (default: shoal)"},
+			&cli.DurationFlag{Name: "dns-ttl", Usage: "TTL of DNS answers, whole seconds (default: 0s)"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "TCP upstream `NAME=ADDR`: a local listener balancing over service NAME; repeatable"},
 			&cli.StringFlag{Name: "lb-policy", Usage: "default balancing `POLICY`: round_robin, random, least_request, ewma or hash (default: least_request)"},
 			&cli.DurationFlag{Name: "reap-after", Usage: "remove failed nodes and their services after `DURATION` (default: 72h)"},
+			&cli.BoolFlag{Name: "enable-debug", Usage: "serve Go profiles under /debug/pprof/ on the HTTP API"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
 			&cli.BoolFlag{Name: "log-json", Usage: "log JSON lines instead of text"},
 		},
@@ -78,7 +88,9 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	for flag, dst := range map[string]*string{
 		"node": &cfg.NodeName, "datacenter": &cfg.Datacenter, "bind": &cfg.BindAddr,
 		"advertise": &cfg.AdvertiseAddr, "rpc-addr": &cfg.RPCAddr, "http-addr": &cfg.HTTPAddr,
-		"data-dir": &cfg.DataDir, "encrypt": &cfg.Encrypt,
+		"data-dir": &cfg.DataDir, "encrypt": &cfg.Encrypt, "http-token": &cfg.HTTP.Token,
+		"dns-addr": &cfg.DNSAddr, "dns-domain": &cfg.Domain,
+		"http-tls-cert": &cfg.HTTP.TLSCertFile, "http-tls-key": &cfg.HTTP.TLSKeyFile,
 	} {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
@@ -86,6 +98,15 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	}
 	if c.IsSet("join") {
 		cfg.Join = c.StringSlice("join")
+	}
+	if c.IsSet("http-token-reads") {
+		cfg.HTTP.TokenReads = c.Bool("http-token-reads")
+	}
+	if c.IsSet("http-allowed-hosts") {
+		cfg.HTTP.AllowedHosts = c.StringSlice("http-allowed-hosts")
+	}
+	if c.IsSet("http-max-conns-per-client") {
+		cfg.HTTP.MaxConnsPerClient = c.Int("http-max-conns-per-client")
 	}
 	if c.IsSet("proxy-addr") {
 		cfg.Proxy.HTTPAddr = c.String("proxy-addr")
@@ -100,8 +121,14 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 		}
 		cfg.Proxy.Upstreams = ups
 	}
+	if c.IsSet("enable-debug") {
+		cfg.EnableDebug = c.Bool("enable-debug")
+	}
 	if c.IsSet("reap-after") {
 		cfg.ReapAfter = c.Duration("reap-after")
+	}
+	if c.IsSet("dns-ttl") {
+		cfg.DNSTTL = c.Duration("dns-ttl")
 	}
 	if !dev && cfg.DataDir == "" {
 		return cfg, "", false, errors.New("--data-dir is required (or run with --dev for an in-memory agent)")

@@ -1,0 +1,117 @@
+package lb
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+)
+
+// latencyBuckets are the upper bounds, in seconds, of the proxy's latency
+// histograms: Prometheus's default buckets with a finer low end, since a
+// proxied request on loopback takes well under a millisecond. Never
+// modified.
+var latencyBuckets = [...]float64{
+	.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
+}
+
+// ServiceStats is the proxy's traffic to one service since start, summed
+// over the service's pools (one per tag routed to).
+type ServiceStats struct {
+	Service string
+	// Requests counts HTTP requests routed to the service.
+	Requests uint64
+	// Errors counts requests and connections the proxy answered itself
+	// because no instance could take them (no instance, connect failures,
+	// timeouts, resets). An instance's own 5xx answers are not errors here.
+	Errors uint64
+	// Retries counts tries on another instance after a failed one.
+	Retries uint64
+	// Ejections counts instances taken out by passive health.
+	Ejections uint64
+	// Connections counts TCP upstream connections accepted.
+	Connections uint64
+	// Latency is the time from a request's arrival to its instance's
+	// response headers, retries included, of requests that got an answer.
+	Latency Histogram
+}
+
+// Histogram is a latency distribution over fixed buckets (see Cumulative).
+type Histogram struct {
+	// Counts[i] is how many observations fell in bucket i, not cumulative;
+	// the last element counts those above every bound. Cumulative pairs
+	// them with their bounds.
+	Counts [len(latencyBuckets) + 1]uint64
+	// Count is the number of observations; Sum their total.
+	Count uint64
+	Sum   time.Duration
+}
+
+// poolStats counts a pool's traffic. It is lock-free: the request path
+// adds to it with a few atomic operations.
+type poolStats struct {
+	requests, errors, retries, ejections, connections atomic.Uint64
+	latency                                           histogram
+}
+
+// histogram is the lock-free accumulator behind Histogram.
+type histogram struct {
+	counts [len(latencyBuckets) + 1]atomic.Uint64
+	sum    atomic.Int64 // nanoseconds
+}
+
+// observe adds one observation.
+func (h *histogram) observe(d time.Duration) {
+	s := d.Seconds()
+	i := sort.SearchFloat64s(latencyBuckets[:], s) // first bound >= s
+	h.counts[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// addTo adds the histogram's current values to out. Count is taken from
+// the buckets so the result is self-consistent even while requests run.
+func (h *histogram) addTo(out *Histogram) {
+	for i := range h.counts {
+		n := h.counts[i].Load()
+		out.Counts[i] += n
+		out.Count += n
+	}
+	out.Sum += time.Duration(h.sum.Load())
+}
+
+// ServiceStats returns the traffic of every service the proxy routed to,
+// ordered by service name.
+func (p *Proxy) ServiceStats() []ServiceStats {
+	by := make(map[string]*ServiceStats)
+	for k, pl := range *p.pools.Load() {
+		s := by[k.service]
+		if s == nil {
+			s = &ServiceStats{Service: k.service}
+			by[k.service] = s
+		}
+		st := &pl.stats
+		s.Requests += st.requests.Load()
+		s.Errors += st.errors.Load()
+		s.Retries += st.retries.Load()
+		s.Ejections += st.ejections.Load()
+		s.Connections += st.connections.Load()
+		st.latency.addTo(&s.Latency)
+	}
+	out := make([]ServiceStats, 0, len(by))
+	for _, s := range by {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+// Cumulative returns the histogram's bucket counts as Prometheus wants
+// them: bound in seconds → observations at or below it.
+func (h *Histogram) Cumulative() map[float64]uint64 {
+	out := make(map[float64]uint64, len(latencyBuckets))
+	var n uint64
+	for i, b := range latencyBuckets {
+		n += h.Counts[i]
+		out[b] = n
+	}
+	return out
+}

@@ -1,0 +1,155 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-mesh/shoal/gossip"
+)
+
+// agentCollector exports an agent's state to Prometheus, read at scrape
+// time: membership and catalog from the gossip layer, replication and
+// queue counters, the proxy's per-service traffic, and the local checks.
+// Collect only reads snapshots and atomics; it takes no lock across I/O.
+type agentCollector struct {
+	a *Agent
+
+	info, members, instances, services, lag                   *prometheus.Desc
+	replBytes, replPushes, replPulls, queueDepth, healthScore *prometheus.Desc
+	proxyRequests, proxyErrors, proxyRetries, proxyEjections  *prometheus.Desc
+	proxyConns, proxyLatency, checkStatus                     *prometheus.Desc
+}
+
+func newAgentCollector(a *Agent) *agentCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("shoal_"+name, help, labels, nil)
+	}
+	return &agentCollector{
+		a:         a,
+		info:      d("agent_info", "Always 1; the labels describe the agent.", "node", "datacenter", "version"),
+		members:   d("members", "Cluster members by gossip status, as this agent sees them.", "status"),
+		instances: d("catalog_instances", "Service instances in the replicated catalog by health (critical includes instances of nodes that are not alive).", "health"),
+		services:  d("catalog_services", "Distinct service names in the replicated catalog."),
+		lag: d("catalog_version_lag", "Catalog version a peer advertises in gossip minus the version replicated here: 0 when in sync. "+
+			"Versions are the owner's hybrid clock in microseconds, so the value approximates how much older the replica is.", "node"),
+		replBytes:   d("replication_bytes_total", "Bytes of the node-to-node catalog path.", "direction"),
+		replPushes:  d("replication_pushes_total", "Catalog deltas pushed to and received from peers.", "direction"),
+		replPulls:   d("replication_pulls_total", "Catalog pull requests sent to peers (repair after gaps)."),
+		queueDepth:  d("gossip_queue_depth", "Messages waiting in the gossip broadcast queues.", "queue"),
+		healthScore: d("gossip_health_score", "Memberlist awareness score: 0 is healthy, higher means slow probe answers."),
+		proxyRequests: d("proxy_requests_total",
+			"HTTP requests the local proxy routed to a service.", "service"),
+		proxyErrors: d("proxy_errors_total",
+			"Requests and connections the proxy answered itself for lack of a working instance (503, 502, 504).", "service"),
+		proxyRetries:   d("proxy_retries_total", "Tries on another instance after a failed one.", "service"),
+		proxyEjections: d("proxy_ejections_total", "Instances taken out of balancing by passive health.", "service"),
+		proxyConns:     d("proxy_connections_total", "TCP upstream connections accepted.", "service"),
+		proxyLatency: d("proxy_request_duration_seconds",
+			"Time from a request's arrival at the proxy to its instance's response headers, retries included.", "service"),
+		checkStatus: d("check_status", "Health checks of this agent: 1 for the check's current status, 0 for the others.", "check", "service", "status"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.info, c.members, c.instances, c.services, c.lag,
+		c.replBytes, c.replPushes, c.replPulls, c.queueDepth, c.healthScore,
+		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
+		c.proxyConns, c.proxyLatency, c.checkStatus,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	a := c.a
+	gauge(c.info, 1, a.cfg.NodeName, a.cfg.Datacenter, Version)
+	if a.cluster == nil {
+		return // not started
+	}
+	cat := a.cluster.Catalog()
+
+	byStatus := map[string]int{}
+	for _, m := range a.cluster.Members() {
+		byStatus[m.Status.String()]++
+	}
+	for _, s := range []gossip.MemberStatus{gossip.StatusAlive, gossip.StatusLeaving, gossip.StatusLeft, gossip.StatusFailed} {
+		gauge(c.members, float64(byStatus[s.String()]), s.String())
+	}
+
+	byHealth := map[string]int{}
+	for _, in := range cat.AllInstances() {
+		byHealth[in.Status()]++
+	}
+	for _, h := range []string{gossip.StatusPassing, gossip.StatusWarning, gossip.StatusCritical} {
+		gauge(c.instances, float64(byHealth[h]), h)
+	}
+	gauge(c.services, float64(len(cat.Services())))
+
+	for _, m := range cat.Members() {
+		if m.Name == a.cfg.NodeName || !registered(m) {
+			continue
+		}
+		lag := uint64(0)
+		if adv, held := m.CatalogVersion(), cat.Version(m.Name); adv > held {
+			lag = adv - held
+		}
+		gauge(c.lag, float64(lag), m.Name)
+	}
+
+	st := a.cluster.Stats()
+	counter(c.replBytes, st.BytesIn, "in")
+	counter(c.replBytes, st.BytesOut, "out")
+	counter(c.replPushes, st.PushesIn, "in")
+	counter(c.replPushes, st.PushesOut, "out")
+	counter(c.replPulls, st.Pulls)
+	q := a.cluster.Queues()
+	gauge(c.queueDepth, float64(q.Intents), "intent")
+	gauge(c.queueDepth, float64(q.Events), "event")
+	gauge(c.queueDepth, float64(q.Queries), "query")
+	gauge(c.healthScore, float64(q.HealthScore))
+
+	if a.proxy != nil {
+		for _, s := range a.proxy.ServiceStats() {
+			counter(c.proxyRequests, s.Requests, s.Service)
+			counter(c.proxyErrors, s.Errors, s.Service)
+			counter(c.proxyRetries, s.Retries, s.Service)
+			counter(c.proxyEjections, s.Ejections, s.Service)
+			counter(c.proxyConns, s.Connections, s.Service)
+			ch <- prometheus.MustNewConstHistogram(c.proxyLatency,
+				s.Latency.Count, s.Latency.Sum.Seconds(), s.Latency.Cumulative(), s.Service)
+		}
+	}
+
+	if a.reg == nil {
+		return
+	}
+	state := a.reg.current()
+	check := func(cs *checkState, service string) {
+		for _, s := range []string{gossip.StatusPassing, gossip.StatusWarning, gossip.StatusCritical} {
+			v := 0.0
+			if cs.Status == s {
+				v = 1
+			}
+			gauge(c.checkStatus, v, cs.Def.CheckID, service, s)
+		}
+	}
+	for _, id := range sortedKeys(state.Services) {
+		ls := state.Services[id]
+		for _, cs := range ls.Checks {
+			check(cs, ls.Def.Name)
+		}
+	}
+	for _, id := range sortedKeys(state.NodeChecks) {
+		check(state.NodeChecks[id], "")
+	}
+}
+
+var _ prometheus.Collector = (*agentCollector)(nil)
