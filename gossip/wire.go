@@ -89,12 +89,16 @@ func readMessage(r io.Reader, s Sealer) (*message, int, error) {
 	case hdr[0] != framePlain && hdr[0] != frameSealed:
 		return nil, 0, fmt.Errorf("unknown frame kind %d", hdr[0])
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
+	// The payload grows as its bytes arrive, so a header that announces a
+	// large frame costs nothing until the peer actually sends it.
+	payload, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return nil, 0, err
 	}
+	if len(payload) < int(n) {
+		return nil, 0, io.ErrUnexpectedEOF
+	}
 	if s != nil {
-		var err error
 		if payload, err = s.Open(payload); err != nil {
 			return nil, 0, fmt.Errorf("open sealed frame: %w", err)
 		}
@@ -103,8 +107,12 @@ func readMessage(r io.Reader, s Sealer) (*message, int, error) {
 	return m, 5 + int(n), err
 }
 
-// decodeMessage parses and checks a message from a peer. It never panics.
+// decodeMessage parses and checks a message from a peer (see
+// validateMessage for the bounds). It never panics.
 func decodeMessage(b []byte) (*message, error) {
+	if n := countItems(b); n > maxItems {
+		return nil, fmt.Errorf("decode message: %d JSON items exceed %d", n, maxItems)
+	}
 	var m message
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode message: %w", err)
@@ -114,16 +122,8 @@ func decodeMessage(b []byte) (*message, error) {
 	default:
 		return nil, fmt.Errorf("unknown message type %q", m.Type)
 	}
-	for i := range m.Deltas {
-		d := &m.Deltas[i]
-		if d.Owner == "" {
-			return nil, errors.New("delta without owner")
-		}
-		for _, r := range d.Records {
-			if r.ID == "" || (!r.Deleted && r.Service == nil) {
-				return nil, fmt.Errorf("delta of %q: malformed record %q", d.Owner, r.ID)
-			}
-		}
+	if err := validateMessage(&m); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

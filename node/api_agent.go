@@ -32,6 +32,9 @@ func (s *api) registerService(w http.ResponseWriter, r *http.Request) {
 
 func (s *api) deregisterService(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if !validPathID(w, "service ID", id) {
+		return
+	}
 	err := s.a.reg.deregister(id)
 	switch {
 	case errors.Is(err, errNotFound):
@@ -59,6 +62,9 @@ func (s *api) agentService(w http.ResponseWriter, r *http.Request) {
 		// any other wrong method.
 		w.Header().Set("Allow", http.MethodPut)
 		writeError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path)
+		return
+	}
+	if !validPathID(w, "service ID", id) {
 		return
 	}
 	ls, ok := s.a.reg.current().Services[id]
@@ -112,6 +118,10 @@ func (s *api) agentJoin(w http.ResponseWriter, r *http.Request) {
 	addr := r.PathValue("address")
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, "7946")
+	}
+	if err := validateJoinAddr(addr); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid join address %q: %v", r.PathValue("address"), err)
+		return
 	}
 	if _, err := s.a.cluster.Join([]string{addr}); err != nil {
 		writeError(w, http.StatusInternalServerError, "%v", err)

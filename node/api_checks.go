@@ -60,6 +60,9 @@ func (s *api) registerCheck(w http.ResponseWriter, r *http.Request) {
 
 func (s *api) deregisterCheck(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if !validPathID(w, "check ID", id) {
+		return
+	}
 	s.commitResult(w, "deregister check "+id, s.a.reg.deregisterCheck(id))
 }
 
@@ -86,6 +89,9 @@ func (s *api) ttlUpdateBody(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *api) updateTTL(w http.ResponseWriter, id, status, output string) {
+	if !validPathID(w, "check ID", id) {
+		return
+	}
 	if err := validateText("note", output, maxCheckOutput); err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
@@ -172,6 +178,9 @@ func (s *api) agentHealthByName(w http.ResponseWriter, r *http.Request) {
 
 func (s *api) agentHealthByID(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if !validPathID(w, "service ID", id) {
+		return
+	}
 	st := s.a.reg.current()
 	ls, ok := st.Services[id]
 	if !ok {
@@ -241,5 +250,8 @@ func (s *api) maintenance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if id != "" && !validPathID(w, "service ID", id) {
+		return
+	}
 	s.commitResult(w, "maintenance", s.a.reg.setMaintenance(id, enable, reason))
 }

@@ -6,10 +6,13 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/shoal-mesh/shoal/gossip"
 )
@@ -138,6 +141,13 @@ func normalizeService(def *ServiceDefinition) ([]*checkState, error) {
 			return nil, err
 		}
 	}
+	// Empty and absent are the same: store them one way.
+	if len(def.Tags) == 0 {
+		def.Tags = nil
+	}
+	if len(def.Meta) == 0 {
+		def.Meta = nil
+	}
 	if def.Weights == nil {
 		def.Weights = &Weights{Passing: 1, Warning: 1}
 	}
@@ -170,6 +180,9 @@ func normalizeService(def *ServiceDefinition) ([]*checkState, error) {
 			}
 		}
 		c.ID = ""
+		if len(c.Header) == 0 {
+			c.Header = nil
+		}
 		if c.Name == "" {
 			c.Name = fmt.Sprintf("Service '%s' check", def.Name)
 		}
@@ -240,13 +253,81 @@ func normalizeCheck(c *CheckDefinition) error {
 		if c.Method != "" && !methodRe.MatchString(c.Method) {
 			return fmt.Errorf("check %q: method %q is not an HTTP method", c.CheckID, c.Method)
 		}
+		if err := validateCheckRequest(c); err != nil {
+			return fmt.Errorf("check %q: %w", c.CheckID, err)
+		}
 	case c.GRPC != "":
 		return fmt.Errorf("check %q: GRPC checks are not supported; use an HTTP or TCP check", c.CheckID)
 	case c.TCP != "":
 		host, port, err := net.SplitHostPort(strings.TrimPrefix(c.TCP, "tcp://"))
-		if err != nil || host == "" || port == "" {
+		if err != nil || host == "" || port == "" || len(c.TCP) > maxURLLen {
 			return fmt.Errorf("check %q: TCP %q must be host:port", c.CheckID, c.TCP)
 		}
 	}
 	return nil
+}
+
+// validateJoinAddr checks a gossip address to join: an IP or a hostname,
+// and a port in 1-65535.
+func validateJoinAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host or host:port")
+	}
+	if host == "" {
+		return errors.New("missing host")
+	}
+	if err := validateAddress(host); err != nil {
+		return err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("port %q is not a number", port)
+	}
+	return validatePort("port", p)
+}
+
+// Limits on what an HTTP check sends.
+const (
+	maxURLLen         = 2048
+	maxCheckHeaders   = 64
+	maxHeaderValues   = 16
+	maxHeaderValueLen = 1024
+	maxCheckBody      = 64 << 10
+)
+
+// validateCheckRequest checks the request an HTTP check makes: URL length,
+// header names and values (no CR/LF smuggling) and body size.
+func validateCheckRequest(c *CheckDefinition) error {
+	if len(c.HTTP) > maxURLLen {
+		return fmt.Errorf("HTTP URL of %d bytes: at most %d", len(c.HTTP), maxURLLen)
+	}
+	if len(c.Header) > maxCheckHeaders {
+		return fmt.Errorf("%d headers: at most %d", len(c.Header), maxCheckHeaders)
+	}
+	for k, vs := range c.Header {
+		if len(k) > maxTagLen || !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("header name %q is not a valid HTTP header name of at most %d bytes", truncate(k, 64), maxTagLen)
+		}
+		if len(vs) > maxHeaderValues {
+			return fmt.Errorf("header %s: %d values, at most %d", k, len(vs), maxHeaderValues)
+		}
+		for _, v := range vs {
+			if len(v) > maxHeaderValueLen || !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("header %s: value %q must be at most %d bytes without control characters", k, truncate(v, 64), maxHeaderValueLen)
+			}
+		}
+	}
+	if len(c.Body) > maxCheckBody {
+		return fmt.Errorf("body of %d bytes: at most %d", len(c.Body), maxCheckBody)
+	}
+	return nil
+}
+
+// truncate shortens s to at most n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -25,6 +25,7 @@ func benchCommand() *cli.Command {
 		Usage: "measure Shoal against its anchors on this machine and print a table",
 		Subcommands: []*cli.Command{
 			benchProxyCommand(),
+			benchClusterCommand(),
 		},
 	}
 }
@@ -140,6 +141,57 @@ type wrkResult struct {
 	RPS      float64
 	P50, P99 time.Duration
 	Errors   int
+	// CPUPerReq is the CPU time the proxy under test (all its processes)
+	// spent per request: unlike rps, it barely moves when the machine is
+	// busy with other work.
+	CPUPerReq time.Duration
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times; 100 on
+// every Linux platform Go supports.
+const clockTicks = 100
+
+// processCPU returns the CPU time (user + system) used so far by pid and
+// all its descendants, from /proc.
+func processCPU(pid int) (time.Duration, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, err
+	}
+	parent := make(map[int]int)
+	ticks := make(map[int]uint64)
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // the process ended meanwhile
+		}
+		// Fields after the command name, which is in parentheses and may
+		// contain spaces: state ppid ... utime(14) stime(15).
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		p, _ := strconv.Atoi(strings.Fields(s)[0])
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		parent[p], ticks[p] = ppid, ut+st
+	}
+	var total uint64
+	for p := range ticks {
+		for q := p; q > 1; q = parent[q] {
+			if q == pid {
+				total += ticks[p]
+				break
+			}
+		}
+	}
+	return time.Duration(total) * time.Second / clockTicks, nil
 }
 
 var (
@@ -213,9 +265,10 @@ func medianResult(rs []wrkResult) wrkResult {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	out := wrkResult{
-		RPS: med(func(r wrkResult) float64 { return r.RPS }),
-		P50: time.Duration(med(func(r wrkResult) float64 { return float64(r.P50) })),
-		P99: time.Duration(med(func(r wrkResult) float64 { return float64(r.P99) })),
+		RPS:       med(func(r wrkResult) float64 { return r.RPS }),
+		CPUPerReq: time.Duration(med(func(r wrkResult) float64 { return float64(r.CPUPerReq) })),
+		P50:       time.Duration(med(func(r wrkResult) float64 { return float64(r.P50) })),
+		P99:       time.Duration(med(func(r wrkResult) float64 { return float64(r.P99) })),
 	}
 	for _, r := range rs {
 		out.Errors += r.Errors

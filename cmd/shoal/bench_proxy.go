@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,6 +39,7 @@ nginx) and haproxy.`,
 
 type benchTarget struct {
 	name, url, host string
+	pid             int // the process (tree) whose CPU is measured
 }
 
 func runBenchProxy(c *cli.Context) error {
@@ -72,12 +74,15 @@ func runBenchProxy(c *cli.Context) error {
 	gossipPort, apiPort, proxyPort, shoalTCP := ports[6], ports[8], ports[9], ports[10]
 	workers := c.Int("workers")
 
-	if err := startNginx(env, nginx, "backends", 1, nginxBackends(env.dir, backends)); err != nil {
+	backendProc, err := startNginx(env, nginx, "backends", 1, nginxBackends(env.dir, backends))
+	if err != nil {
 		return err
 	}
-	if err := startNginx(env, nginx, "proxy", workers, nginxProxy(env.dir, nginxPort, backends)); err != nil {
+	nginxProc, err := startNginx(env, nginx, "proxy", workers, nginxProxy(env.dir, nginxPort, backends))
+	if err != nil {
 		return err
 	}
+	haPids := map[string]int{}
 	for _, mode := range []struct {
 		mode string
 		port int
@@ -86,16 +91,19 @@ func runBenchProxy(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := env.start(haproxy, "-db", "-f", conf); err != nil {
+		proc, err := env.start(haproxy, "-db", "-f", conf)
+		if err != nil {
 			return err
 		}
+		haPids[mode.mode] = proc.Process.Pid
 	}
-	if _, err := env.start(self, "agent", "--dev", "--node", "bench", "--log-level", "warn",
+	shoalProc, err := env.start(self, "agent", "--dev", "--node", "bench", "--log-level", "warn",
 		"--bind", fmt.Sprintf("127.0.0.1:%d", gossipPort),
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", apiPort),
 		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort),
 		"--upstream", fmt.Sprintf("web=127.0.0.1:%d", shoalTCP),
-		"--lb-policy", "round_robin"); err != nil {
+		"--lb-policy", "round_robin")
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 20*time.Second)
@@ -124,12 +132,12 @@ func runBenchProxy(c *cli.Context) error {
 	}
 
 	targets := []benchTarget{
-		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), ""},
-		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), ""},
-		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), ""},
-		{"shoal", proxyURL, "web"},
-		{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), ""},
-		{"shoal tcp", fmt.Sprintf("http://127.0.0.1:%d/", shoalTCP), ""},
+		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid},
+		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"]},
+		{"shoal", proxyURL, "web", shoalProc.Process.Pid},
+		{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"]},
+		{"shoal tcp", fmt.Sprintf("http://127.0.0.1:%d/", shoalTCP), "", shoalProc.Process.Pid},
 	}
 	d, threads, conns, rounds := c.Duration("duration"), c.Int("threads"), c.Int("connections"), c.Int("rounds")
 	fmt.Fprintf(c.App.ErrWriter, "wrk -t%d -c%d -d%s, %d rounds, %d targets: about %s\n",
@@ -137,12 +145,17 @@ func runBenchProxy(c *cli.Context) error {
 	results := make(map[string][]wrkResult)
 	for round := 0; round < rounds; round++ {
 		for _, t := range targets {
+			cpu0, _ := processCPU(t.pid)
 			r, err := runWrk(wrk, t.url, t.host, threads, conns, d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
+			if cpu1, err := processCPU(t.pid); err == nil && r.RPS > 0 {
+				r.CPUPerReq = time.Duration(float64(cpu1-cpu0) / (r.RPS * d.Seconds()))
+			}
 			results[t.name] = append(results[t.name], r)
-			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %v\n", round+1, t.name, r.RPS, r.P50, r.P99)
+			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %-9v cpu/req %v\n",
+				round+1, t.name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond))
 		}
 	}
 	med := make(map[string]wrkResult)
@@ -150,15 +163,16 @@ func runBenchProxy(c *cli.Context) error {
 		med[name] = medianResult(rs)
 	}
 	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\trps\tp50\tp99\terrors\trps vs haproxy\tp99 vs haproxy\t")
+	fmt.Fprintln(w, "target\trps\tp50\tp99\tcpu/req\terrors\trps vs haproxy\tp99 vs haproxy\tcpu/req vs haproxy\t")
 	for _, t := range targets {
 		r := med[t.name]
 		base := med["haproxy"]
 		if strings.HasSuffix(t.name, "tcp") {
 			base = med["haproxy tcp"]
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%d\t%.2f×\t%.2f×\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
-			r.P99.Round(time.Microsecond), r.Errors, r.RPS/base.RPS, float64(r.P99)/float64(base.P99))
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
+			r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), r.Errors, r.RPS/base.RPS,
+			float64(r.P99)/float64(base.P99), float64(r.CPUPerReq)/float64(base.CPUPerReq))
 	}
 	return w.Flush()
 }
@@ -186,7 +200,7 @@ func waitProxy(ctx context.Context, url, host string, n int) error {
 	return nil
 }
 
-func startNginx(env *benchEnv, nginx, name string, workers int, http string) error {
+func startNginx(env *benchEnv, nginx, name string, workers int, http string) (*exec.Cmd, error) {
 	conf := fmt.Sprintf(`worker_processes %d;
 daemon off;
 master_process on;
@@ -206,10 +220,9 @@ http {
 `, workers, env.dir, name, http)
 	path, err := env.write("nginx-"+name+".conf", conf)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = env.start(nginx, "-e", env.dir+"/"+name+".err", "-c", path)
-	return err
+	return env.start(nginx, "-e", env.dir+"/"+name+".err", "-c", path)
 }
 
 func nginxBackends(dir string, ports []int) string {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -43,21 +46,64 @@ func httpAddrFlag() cli.Flag {
 	}
 }
 
+// clientFlags are the access flags every client command has next to
+// --http-addr: the API token and how to trust an HTTPS agent. newApp adds
+// them to each command that has httpAddrFlag.
+func clientFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{
+			Name:    "token",
+			Usage:   "API `TOKEN` the agent requires (its --http-token), sent as X-Consul-Token",
+			EnvVars: []string{"SHOAL_HTTP_TOKEN"},
+		},
+		&cli.StringFlag{
+			Name:    "ca-file",
+			Usage:   "PEM `FILE` of the CA that signed an https:// agent's certificate",
+			EnvVars: []string{"SHOAL_CACERT"},
+		},
+		&cli.BoolFlag{
+			Name:    "tls-skip-verify",
+			Usage:   "do not verify an https:// agent's certificate (testing only)",
+			EnvVars: []string{"SHOAL_TLS_SKIP_VERIFY"},
+		},
+	}
+}
+
 // apiClient talks to one agent's HTTP API.
 type apiClient struct {
 	// addr is the agent's address as the user gave it, for messages.
 	addr string
-	http *http.Client
+	// token is sent as X-Consul-Token when set.
+	token string
+	http  *http.Client
 }
 
-// newClient returns a client for the agent named by c's --http-addr.
+// newClient returns a client for the agent named by c's --http-addr, with
+// its --token and TLS settings.
 func newClient(c *cli.Context) (*apiClient, error) {
 	a := &apiClient{
-		addr: strings.TrimSpace(c.String("http-addr")),
-		http: &http.Client{Timeout: requestTimeout},
+		addr:  strings.TrimSpace(c.String("http-addr")),
+		token: strings.TrimSpace(c.String("token")),
+		http:  &http.Client{Timeout: requestTimeout},
 	}
 	if _, err := a.baseURL(); err != nil {
 		return nil, err
+	}
+	if ca, skip := c.String("ca-file"), c.Bool("tls-skip-verify"); ca != "" || skip {
+		tlsCfg := &tls.Config{InsecureSkipVerify: skip, MinVersion: tls.VersionTLS12}
+		if ca != "" {
+			pem, err := os.ReadFile(ca)
+			if err != nil {
+				return nil, fmt.Errorf("--ca-file: %w", err)
+			}
+			tlsCfg.RootCAs = x509.NewCertPool()
+			if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", ca)
+			}
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tlsCfg
+		a.http.Transport = tr
 	}
 	return a, nil
 }
@@ -116,6 +162,9 @@ func (a *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.token != "" {
+		req.Header.Set("X-Consul-Token", a.token)
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {

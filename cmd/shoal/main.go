@@ -43,6 +43,9 @@ func newApp() *cli.App {
 			benchCommand(),
 			keygenCommand(),
 			keyringCommand(),
+			demoCommand(),
+			watchCommand(),
+			rttCommand(),
 		},
 		// One occurrence of a repeatable flag is one value: a --meta value
 		// may contain a comma.
@@ -61,6 +64,10 @@ func newApp() *cli.App {
 	for _, cmd := range app.Commands {
 		if cmd.OnUsageError == nil {
 			cmd.OnUsageError = usageError
+		}
+		if cmd.Name != "agent" && hasFlag(cmd, "http-addr") {
+			// Every client command can authenticate to the agent.
+			cmd.Flags = append(cmd.Flags, clientFlags()...)
 		}
 	}
 	return app
@@ -109,4 +116,16 @@ func joinErrors(errs []error) error {
 // oneLine folds a multi-line message so that an error is one line of output.
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+}
+
+// hasFlag reports whether cmd defines a flag named name.
+func hasFlag(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-mesh/shoal/gossip"
+	"github.com/shoal-mesh/shoal/node"
+)
+
+func benchClusterCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "cluster",
+		Usage: "measure convergence, failure detection, gossip traffic and memory of N agents, with stock serf as the anchor",
+		Description: `For each N, runs N Shoal gossip agents in this process on 127.0.0.1
+(ephemeral ports, one shared loopback network that counts memberlist's bytes)
+and measures: the time from a registration on a random agent until every
+agent's catalog holds it (p50 and p99 over --registrations); the time from
+killing an agent (shutdown without leave) until every other agent reports it
+failed, and the failures of agents that were never killed (false failures);
+the gossip bytes each agent sends per second, memberlist and catalog path
+together, idle and while services change at --churn-rate across the
+cluster; the heap and goroutines per agent; the CPU the process used.
+
+Then, up to --serf-max agents, the same N stock serf agents (Debian package
+serf), one process each: time for a user event (not coalesced) fired on one
+agent to reach all, and kill -9 → failed on all.
+
+Traffic windows last --window, and at least one memberlist push/pull period
+at that N (it grows with log N), so that each agent's full-state sync is
+counted once.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "nodes", Value: "10,50,200,1000", Usage: "cluster sizes to run, comma-separated"},
+			&cli.IntFlag{Name: "registrations", Value: 20, Usage: "registrations timed per size (and serf events)"},
+			&cli.StringFlag{Name: "timing", Value: "lan", Usage: "gossip timers: lan (the production default, as stock serf's), local (--dev) or test"},
+			&cli.IntFlag{Name: "serf-max", Value: 200, Usage: "largest N to run stock serf for (one process per agent); 0: none"},
+			&cli.DurationFlag{Name: "window", Value: 30 * time.Second, Usage: "minimum length of the idle and churn traffic windows"},
+			&cli.Float64Flag{Name: "churn-rate", Value: 2, Usage: "service registrations and deregistrations per second across the cluster in the churn window"},
+			&cli.IntFlag{Name: "kills", Value: 3, Usage: "agents killed one after the other (at most N-3); the median is reported"},
+			&cli.IntFlag{Name: "join-batch", Value: 10, Usage: "agents that join at once; each batch converges before the next joins"},
+			&cli.BoolFlag{Name: "agent-logs", Usage: "print the in-process agents' warnings and errors to stderr"},
+			&cli.StringFlag{Name: "cpu-profile", Usage: "write a CPU profile of the whole run to this file"},
+		},
+		Action: runBenchCluster,
+	}
+}
+
+// clusterRow is one line of the table: Shoal's figures at one N and stock
+// serf's, when it ran.
+type clusterRow struct {
+	n     int
+	shoal shoalResult
+	serf  *serfResult
+	// shoalErr and serfErr say why a run failed; its figures are then not
+	// reported.
+	shoalErr, serfErr string
+	load              float64 // 1-minute load average when the size started
+}
+
+func runBenchCluster(c *cli.Context) error {
+	sizes, err := parseSizes(c.String("nodes"))
+	if err != nil {
+		return err
+	}
+	timing := c.String("timing")
+	if _, err := benchGossipConfig(timing, "x"); err != nil {
+		return err
+	}
+	opts := shoalOpts{
+		timing:        timing,
+		registrations: c.Int("registrations"),
+		window:        c.Duration("window"),
+		churnRate:     c.Float64("churn-rate"),
+		log:           c.App.ErrWriter,
+		agentLogs:     c.Bool("agent-logs"),
+		joinBatch:     c.Int("join-batch"),
+		kills:         c.Int("kills"),
+	}
+	if opts.registrations < 1 || opts.churnRate <= 0 || opts.window <= 0 || opts.joinBatch < 1 || opts.kills < 1 {
+		return errors.New("--registrations, --churn-rate, --window, --join-batch and --kills must be positive")
+	}
+	serfMax := c.Int("serf-max")
+	serfBin := ""
+	if serfMax > 0 && slices.Min(sizes) <= serfMax {
+		if serfBin, err = findTool("serf", "serf"); err != nil {
+			return err
+		}
+	}
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "warning: raise the open files limit: %v\n", err)
+	}
+	if path := c.String("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	// An interrupt ends the run cleanly: serf processes are killed, the
+	// profile is written.
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(c.App.ErrWriter, "%d CPUs, load average %s, timing %s\n", runtime.NumCPU(), loadAverage(), timing)
+
+	var rows []clusterRow
+	for _, n := range sizes {
+		row := clusterRow{n: n, load: load1()}
+		fmt.Fprintf(c.App.ErrWriter, "--- N=%d shoal (load %.1f)\n", n, row.load)
+		// A size that fails (on an overloaded machine, a join that never
+		// converges) is reported in its row; the others still run.
+		if row.shoal, err = runShoalCluster(ctx, n, opts); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			row.shoalErr = err.Error()
+			fmt.Fprintf(c.App.ErrWriter, "shoal N=%d failed: %v\n", n, err)
+		}
+		if serfBin != "" && n <= serfMax {
+			fmt.Fprintf(c.App.ErrWriter, "--- N=%d stock serf\n", n)
+			r, err := runSerfCluster(ctx, serfBin, n, opts)
+			if err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				row.serfErr = err.Error()
+				fmt.Fprintf(c.App.ErrWriter, "serf N=%d failed: %v\n", n, err)
+			}
+			row.serf = &r
+		}
+		rows = append(rows, row)
+	}
+	if err := printClusterTable(c.App.Writer, rows); err != nil {
+		return err
+	}
+	printClusterGoals(c.App.Writer, rows)
+	return nil
+}
+
+// parseSizes parses "10,50,200" into ascending cluster sizes.
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 3 {
+			return nil, fmt.Errorf("--nodes %q: want sizes of 3 or more, comma-separated", s)
+		}
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return slices.Compact(out), nil
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard one: every
+// agent holds three sockets, and more while it syncs.
+func raiseFileLimit() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	lim.Cur = lim.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages as the kernel
+// writes them.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func load1() float64 {
+	v, _ := strconv.ParseFloat(strings.Fields(loadAverage() + " 0")[0], 64)
+	return v
+}
+
+// cpuTime is the CPU time this process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// clusterColumns are the table's headings, in order.
+var clusterColumns = []string{
+	"N", "join", "reg p50", "reg p99", "kill→failed", "false failures",
+	"B/s/node idle", "B/s/node churn", "MiB/agent", "goroutines/agent", "cpu% idle/churn", "load",
+	"serf join", "serf event p50", "serf event p99", "serf kill→failed",
+}
+
+func printClusterTable(w io.Writer, rows []clusterRow) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, strings.Join(clusterColumns, "\t")+"\t")
+	var notes []string
+	for _, r := range rows {
+		cells := []string{strconv.Itoa(r.n)}
+		if s := r.shoal; r.shoalErr == "" {
+			cells = append(cells, benchDur(s.join), benchDur(s.regP50), benchDur(s.regP99),
+				missedDur(s.kill, s.killDeadline, s.killMissed), strconv.Itoa(s.falseFailures),
+				fmt.Sprintf("%.0f", s.idle.perNode()), fmt.Sprintf("%.0f", s.churn.perNode()),
+				fmt.Sprintf("%.2f", s.heapMiB), fmt.Sprintf("%.1f", s.goroutines),
+				fmt.Sprintf("%.0f/%.0f", s.idle.cpuPercent(), s.churn.cpuPercent()))
+		} else {
+			cells = append(cells, "failed*", "—", "—", "—", "—", "—", "—", "—", "—", "—")
+			notes = append(notes, fmt.Sprintf("* shoal N=%d: %s", r.n, r.shoalErr))
+		}
+		cells = append(cells, fmt.Sprintf("%.1f", r.load))
+		switch f := r.serf; {
+		case f == nil:
+			cells = append(cells, "—", "—", "—", "—")
+		case r.serfErr != "":
+			cells = append(cells, "failed*", "—", "—", "—")
+			notes = append(notes, fmt.Sprintf("* serf N=%d: %s", r.n, r.serfErr))
+		default:
+			cells = append(cells, benchDur(f.join), benchDur(f.eventP50), benchDur(f.eventP99),
+				missedDur(f.kill, f.killDeadline, f.killMissed))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	return nil
+}
+
+// missedDur formats the time until the last agent saw something, or says
+// how many never did by the deadline.
+func missedDur(d, deadline time.Duration, missed int) string {
+	if missed > 0 {
+		return fmt.Sprintf(">%s (%d missed)", benchDur(deadline), missed)
+	}
+	return benchDur(d)
+}
+
+// printClusterGoals says whether the goals of the convergence benchmark
+// were met, for the sizes that ran.
+func printClusterGoals(w io.Writer, rows []clusterRow) {
+	byN := make(map[int]clusterRow)
+	for _, r := range rows {
+		if r.shoalErr == "" {
+			byN[r.n] = r
+		}
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintln(w)
+	for _, g := range []struct {
+		n     int
+		limit time.Duration
+	}{{50, 100 * time.Millisecond}, {1000, time.Second}} {
+		if r, ok := byN[g.n]; ok {
+			fmt.Fprintf(w, "goal: registration p99 ≤ %v at N=%d: %s (%s)\n", g.limit, g.n,
+				verdict(r.shoal.regMissed == 0 && r.shoal.regP99 <= g.limit), benchDur(r.shoal.regP99))
+		}
+	}
+	if big, ok := byN[1000]; ok {
+		base, baseN := byN[100], 100
+		if _, ok := byN[100]; !ok {
+			base, baseN = byN[200], 200
+		}
+		if base.shoal.n != 0 {
+			ri := big.shoal.idle.perNode() / base.shoal.idle.perNode()
+			rc := big.shoal.churn.perNode() / base.shoal.churn.perNode()
+			fmt.Fprintf(w, "goal: bytes/s per node at N=1000 ≤ 2× N=%d: idle %s (%.2f×), churn %s (%.2f×)\n",
+				baseN, verdict(ri <= 2), ri, verdict(rc <= 2), rc)
+		}
+	}
+	for _, r := range rows {
+		if cpu := max(r.shoal.idle.cpuPercent(), r.shoal.churn.cpuPercent()); cpu >= 90*float64(runtime.NumCPU()) {
+			fmt.Fprintf(w, "note: N=%d kept the CPUs busy (%.0f%% of %d00%%): its times include waiting for a CPU\n",
+				r.n, cpu, runtime.NumCPU())
+		}
+		if r.load > float64(runtime.NumCPU()) {
+			fmt.Fprintf(w, "note: N=%d started with a load average of %.1f on %d CPUs: other work competed for them\n",
+				r.n, r.load, runtime.NumCPU())
+		}
+		if r.serf == nil || r.serfErr != "" || r.shoalErr != "" {
+			continue
+		}
+		s, f := r.shoal, r.serf
+		ok := s.killMissed == 0 && s.falseFailures == 0 && (f.killMissed > 0 || s.kill <= f.kill)
+		fmt.Fprintf(w, "goal: failure detection no slower than stock serf, 0 false failures, N=%d: %s (%s vs %s, %d false)\n",
+			s.n, verdict(ok), benchDur(s.kill), benchDur(f.kill), s.falseFailures)
+	}
+}
+
+// benchDur formats a measured duration for the table; zero is "—".
+func benchDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+// median returns the median of ds; zero when empty.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// percentiles returns the p50 and p99 of ds (nearest rank).
+func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := func(p float64) time.Duration {
+		i := int(float64(len(s))*p+0.999999) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return rank(0.50), rank(0.99)
+}
+
+// benchGossipConfig returns the gossip configuration an agent of the given
+// timing profile runs with (as "shoal agent" builds it from node's
+// profiles), on loopback with ephemeral ports.
+func benchGossipConfig(timing, name string) (gossip.Config, error) {
+	var c node.Config
+	switch timing {
+	case "lan":
+		c = node.DefaultConfig()
+	case "local":
+		c = node.DevConfig()
+	case "test":
+		c = node.TestConfig(name)
+	default:
+		return gossip.Config{}, fmt.Errorf("--timing %q: want lan, local or test", timing)
+	}
+	g := c.Gossip
+	g.NodeName, g.NodeID, g.Datacenter = name, name, c.Datacenter
+	g.BindAddr = "127.0.0.1:0"
+	g.ReapAfter = c.ReapAfter
+	return g, nil
+}
+
+// pushPullPeriod is memberlist's full-state sync period at n members: the
+// configured interval, scaled up with log2 n past 32 members (memberlist's
+// pushPullScale).
+func pushPullPeriod(interval time.Duration, n int) time.Duration {
+	const threshold = 32
+	if n <= threshold {
+		return interval
+	}
+	mult := 1
+	for x := threshold; x < n; x *= 2 {
+		mult++
+	}
+	return time.Duration(mult) * interval
+}

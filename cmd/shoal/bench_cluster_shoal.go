@@ -1,0 +1,619 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-metrics"
+
+	"github.com/shoal-mesh/shoal/gossip"
+)
+
+// shoalOpts are the settings of the in-process runs.
+type shoalOpts struct {
+	timing        string
+	registrations int
+	window        time.Duration
+	churnRate     float64
+	log           io.Writer
+	agentLogs     bool // the agents' warnings and errors go to log too
+	kills         int  // agents killed one after the other
+	joinBatch     int  // agents that join at once
+}
+
+// shoalResult is what one in-process run of n agents measured.
+type shoalResult struct {
+	n    int
+	join time.Duration
+	// regP50 and regP99 are the times from a registration until the last
+	// agent holds it; regMissed counts registrations some agent never got.
+	regP50, regP99 time.Duration
+	regMissed      int
+	// kill is the median, over the kills, of the time from killing an
+	// agent until the last other agent reports it failed; killMissed
+	// counts agents that did not by killDeadline.
+	kill, killDeadline time.Duration
+	killMissed         int
+	// falseFailures counts the times an agent saw another one, never
+	// killed, fail, from the end of the join to the end of the run.
+	falseFailures int
+	idle, churn   trafficWindow
+	// heapMiB and goroutines are per agent, above what the process used
+	// before the agents started.
+	heapMiB, goroutines float64
+}
+
+// trafficWindow is the gossip traffic and the CPU of one measuring window.
+type trafficWindow struct {
+	n                   int
+	d                   time.Duration
+	memberlist, catalog uint64 // bytes sent by all agents
+	cpu                 time.Duration
+}
+
+// perNode is the bytes each agent sent per second, both layers together.
+// On loopback without loss, what is sent is what is received.
+func (w trafficWindow) perNode() float64 {
+	if w.d <= 0 || w.n == 0 {
+		return 0
+	}
+	return float64(w.memberlist+w.catalog) / float64(w.n) / w.d.Seconds()
+}
+
+// cpuPercent is the process's CPU use in the window, in percent of one core.
+func (w trafficWindow) cpuPercent() float64 {
+	if w.d <= 0 {
+		return 0
+	}
+	return 100 * w.cpu.Seconds() / w.d.Seconds()
+}
+
+func (w trafficWindow) String() string {
+	perSec := func(b uint64) float64 { return float64(b) / float64(w.n) / w.d.Seconds() }
+	return fmt.Sprintf("%.0f B/s/node (memberlist %.0f + catalog %.0f) over %s, cpu %.0f%%",
+		w.perNode(), perSec(w.memberlist), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent())
+}
+
+// benchAgents are n gossip agents in this process, on loopback. Each
+// agent's catalog holds only what the benchmark publishes.
+type benchAgents struct {
+	nodes  []*gossip.Cluster
+	names  []string
+	owned  []benchOwner
+	sent   *memberlistBytes
+	timing gossip.Timing
+	log    io.Writer
+}
+
+// memberlistBytes counts the bytes memberlist reports sending, over UDP
+// and TCP, as metrics "memberlist.udp.sent" and "memberlist.tcp.sent": what
+// failure detection and membership gossip cost. It is a go-metrics sink that
+// ignores every other metric.
+//
+// Memberlist reports to go-metrics' process-wide sink, so every agent of
+// the process adds to one count; agents run on memberlist's own transport,
+// exactly as in production.
+type memberlistBytes struct{ n atomic.Uint64 }
+
+func (s *memberlistBytes) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
+	if len(key) == 3 && key[0] == "memberlist" && key[2] == "sent" && (key[1] == "udp" || key[1] == "tcp") {
+		s.n.Add(uint64(val))
+	}
+}
+
+func (s *memberlistBytes) IncrCounter(key []string, val float32) {
+	s.IncrCounterWithLabels(key, val, nil)
+}
+func (*memberlistBytes) SetGauge([]string, float32)                             {}
+func (*memberlistBytes) SetGaugeWithLabels([]string, float32, []metrics.Label)  {}
+func (*memberlistBytes) EmitKey([]string, float32)                              {}
+func (*memberlistBytes) AddSample([]string, float32)                            {}
+func (*memberlistBytes) AddSampleWithLabels([]string, float32, []metrics.Label) {}
+
+var _ metrics.MetricSink = (*memberlistBytes)(nil)
+
+// installMemberlistBytes makes a new counter the process-wide metrics sink;
+// the returned function puts back a sink that drops everything, as
+// go-metrics starts.
+func installMemberlistBytes() (*memberlistBytes, func(), error) {
+	s := &memberlistBytes{}
+	// No service or host name: keys arrive as memberlist emits them.
+	if _, err := metrics.NewGlobal(&metrics.Config{FilterDefault: true, TimerGranularity: time.Millisecond}, s); err != nil {
+		return nil, nil, err
+	}
+	return s, func() { metrics.NewGlobal(&metrics.Config{}, &metrics.BlackholeSink{}) }, nil
+}
+
+// benchOwner is what one agent has published: every record, tombstones
+// included, at its latest version.
+type benchOwner struct {
+	version uint64
+	records map[string]gossip.Record
+}
+
+func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResult, err error) {
+	res.n = n
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+
+	sent, uninstall, err := installMemberlistBytes()
+	if err != nil {
+		return res, err
+	}
+	defer uninstall()
+	a, err := startAgents(n, opts)
+	if err != nil {
+		return res, err
+	}
+	defer a.shutdown()
+	a.sent = sent
+	if res.join, err = a.join(ctx, opts.joinBatch); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(opts.log, "joined: all %d agents see %d alive in %s\n", n, n, benchDur(res.join))
+	a.settle(ctx)
+	failures := a.failures()
+
+	if err := a.measureRegistrations(ctx, opts.registrations, &res); err != nil {
+		return res, err
+	}
+	a.settle(ctx)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	res.heapMiB = (float64(after.HeapInuse) - float64(before.HeapInuse)) / float64(n) / (1 << 20)
+	res.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
+	fmt.Fprintf(opts.log, "memory: %.2f MiB heap and %.1f goroutines per agent\n", res.heapMiB, res.goroutines)
+
+	window := max(opts.window, pushPullPeriod(a.timing.PushPullInterval, n))
+	if res.idle, err = a.measureTraffic(ctx, window, 0); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(opts.log, "idle: %s\n", res.idle)
+	if res.churn, err = a.measureTraffic(ctx, window, opts.churnRate); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(opts.log, "churn (%.1f changes/s): %s\n", opts.churnRate, res.churn)
+	a.settle(ctx)
+
+	// Agents are killed from the last, never a seed; each kill is timed
+	// among the survivors of the ones before.
+	res.killDeadline = killDeadline(a.timing, n)
+	var kills []time.Duration
+	victimFails := 0
+	for k := range min(opts.kills, n-3) {
+		last, missed, fails := a.measureKill(ctx, n-1-k, res.killDeadline)
+		victimFails += fails
+		res.killMissed += missed
+		if missed == 0 {
+			kills = append(kills, last)
+		}
+		fmt.Fprintf(opts.log, "kill %d: failed everywhere after %s (%d missed)\n", k+1, benchDur(last), missed)
+	}
+	res.kill = median(kills)
+	// Every failure an agent saw that was not of a victim is false. The
+	// counters of killed agents stay readable.
+	for i, f := range a.failures() {
+		res.falseFailures += int(f - failures[i])
+	}
+	res.falseFailures -= victimFails
+	fmt.Fprintf(opts.log, "kills: median %s, %d false failures\n", benchDur(res.kill), res.falseFailures)
+	return res, ctx.Err()
+}
+
+// startAgents creates and starts n agents; none has joined yet.
+func startAgents(n int, opts shoalOpts) (*benchAgents, error) {
+	a := &benchAgents{log: opts.log, owned: make([]benchOwner, n)}
+	for i := range n {
+		name := fmt.Sprintf("bench-%04d", i)
+		cfg, err := benchGossipConfig(opts.timing, name)
+		if err != nil {
+			return nil, err
+		}
+		if opts.agentLogs {
+			cfg.Logger = slog.New(slog.NewTextHandler(opts.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("agent", name)
+		}
+		a.timing = cfg.Timing
+		c, err := gossip.New(cfg)
+		if err == nil {
+			err = c.Start()
+		}
+		if err != nil {
+			a.shutdown()
+			return nil, fmt.Errorf("agent %d: %w", i, err)
+		}
+		a.nodes, a.names = append(a.nodes, c), append(a.names, name)
+		a.owned[i].records = make(map[string]gossip.Record)
+	}
+	return a, nil
+}
+
+// shutdown stops every agent still running, a few at a time.
+func (a *benchAgents) shutdown() {
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, c := range a.nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.Shutdown()
+		}()
+	}
+	wg.Wait()
+}
+
+// settle waits until the broadcasts of what just happened have been sent
+// on: memberlist retransmits each a few times log N gossip rounds.
+func (a *benchAgents) settle(ctx context.Context) {
+	sleepCtx(ctx, max(500*time.Millisecond, 20*a.timing.GossipInterval))
+}
+
+// join makes the first agents seeds and joins every other agent to one of
+// them, batch agents at a time, as a deployment tool starting a fleet would.
+// Every join is gossiped to every agent, so a batch converges before the
+// next one starts: a thousand joins at once would flood every queue. It
+// returns when every agent sees every agent alive.
+func (a *benchAgents) join(ctx context.Context, batch int) (time.Duration, error) {
+	start := time.Now()
+	n := len(a.nodes)
+	nseeds := min(3, n)
+	var seeds []string
+	for _, c := range a.nodes[:nseeds] {
+		seeds = append(seeds, c.LocalMember().GossipAddr())
+	}
+	joinOne := func(i int) error {
+		seed := seeds[i%nseeds]
+		if i < nseeds {
+			seed = seeds[0]
+		}
+		var err error
+		for try := 0; try < 3; try++ {
+			if _, err = a.nodes[i].Join([]string{seed}); err == nil {
+				return nil
+			}
+			sleepCtx(ctx, time.Second)
+		}
+		return err
+	}
+	for lo := 1; lo < n; {
+		hi := min(lo+batch, n)
+		if lo < nseeds {
+			hi = nseeds // the seeds first, by themselves
+		}
+		errs := make(chan error, hi-lo)
+		for i := lo; i < hi; i++ {
+			go func() { errs <- joinOne(i) }()
+		}
+		for range hi - lo {
+			if err := <-errs; err != nil {
+				return 0, err
+			}
+		}
+		if err := a.waitConverged(ctx, start, lo, hi); err != nil {
+			return 0, err
+		}
+		lo = hi
+	}
+	err := a.waitConverged(ctx, start, 0, n)
+	return time.Since(start), err
+}
+
+// waitConverged waits until the agents that joined before lo see those of
+// lo to hi alive, and those see all hi alive. Only the latter list every
+// member, so that checking a large cluster costs its agents little CPU.
+func (a *benchAgents) waitConverged(ctx context.Context, start time.Time, lo, hi int) error {
+	done := make([]bool, hi)
+	left := hi
+	every := 100 * time.Millisecond
+	if hi-lo > 100 {
+		every = time.Second
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	lastLog := time.Now()
+	for {
+		for i, c := range a.nodes[:hi] {
+			if done[i] {
+				continue
+			}
+			cat, ok := c.Catalog(), true
+			if i < lo {
+				for _, name := range a.names[lo:hi] {
+					if m, known := cat.Member(name); !known || m.Status != gossip.StatusAlive {
+						ok = false
+						break
+					}
+				}
+			} else {
+				ok = aliveCount(cat) == hi
+			}
+			if ok {
+				done[i] = true
+				left--
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("join: %d of %d agents still miss members after %s", left, hi, time.Since(start).Round(time.Second))
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			fmt.Fprintf(a.log, "joining: %d agents, %d converged, after %s\n", hi, hi-left, time.Since(start).Round(time.Second))
+			lastLog = time.Now()
+		}
+		sleepCtx(ctx, every)
+	}
+}
+
+func aliveCount(c *gossip.Catalog) int {
+	n := 0
+	for _, m := range c.Members() {
+		if m.Status == gossip.StatusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// change changes one service of agent i, registering it or, with gone,
+// deregistering it, and returns the delta to publish. It does not publish,
+// so that the caller can time it.
+func (a *benchAgents) change(i int, id string, gone bool) gossip.Delta {
+	o := &a.owned[i]
+	o.version = gossip.NextVersion(o.version, time.Now())
+	r := gossip.Record{ID: id, Version: o.version, Deleted: gone}
+	if !gone {
+		r.Service = &gossip.Service{ID: id, Name: "bench", Address: "127.0.0.1", Port: 8080,
+			Tags: []string{"v1"}, Weights: gossip.Weights{Passing: 1, Warning: 1}}
+	}
+	o.records[id] = r
+	return gossip.Delta{Version: o.version, Records: slices.Collect(maps.Values(o.records))}
+}
+
+// waitAll runs start once a watcher per agent (but skip) follows its
+// catalog, then waits until ok holds on every watched agent or the deadline
+// passes. It returns when ok first held on each, zero where it never did.
+// Watchers wake on the catalog's change signal rather than polling.
+func (a *benchAgents) waitAll(ctx context.Context, deadline time.Duration, skip int, ok func(*gossip.Catalog) bool, start func()) []time.Time {
+	seen := make([]time.Time, len(a.nodes))
+	stop := make(chan struct{})
+	timer := time.AfterFunc(deadline, func() { close(stop) })
+	defer timer.Stop()
+	var ready, done sync.WaitGroup
+	for i, c := range a.nodes {
+		if i == skip {
+			continue
+		}
+		ready.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			cat := c.Catalog()
+			first := true
+			for {
+				changed := cat.Changed()
+				held := ok(cat)
+				if held {
+					seen[i] = time.Now()
+				}
+				if first {
+					ready.Done()
+					first = false
+				}
+				if held {
+					return
+				}
+				select {
+				case <-changed:
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	start()
+	done.Wait()
+	return seen
+}
+
+// lastSeen returns the latest of seen after t0 and how many are zero,
+// skipping skip.
+func lastSeen(seen []time.Time, t0 time.Time, skip int) (time.Duration, int) {
+	var last time.Duration
+	missed := 0
+	for i, t := range seen {
+		switch {
+		case i == skip:
+		case t.IsZero():
+			missed++
+		default:
+			last = max(last, t.Sub(t0))
+		}
+	}
+	return last, missed
+}
+
+// measureRegistrations registers m services, one at a time on random
+// agents, and times each until every agent's catalog holds it.
+func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoalResult) error {
+	var lat []time.Duration
+	for r := range m {
+		i := rand.IntN(len(a.nodes))
+		d := a.change(i, fmt.Sprintf("reg-%d", r), false)
+		owner := a.names[i]
+		var t0 time.Time
+		var err error
+		seen := a.waitAll(ctx, 30*time.Second, -1, func(c *gossip.Catalog) bool {
+			return c.Version(owner) >= d.Version
+		}, func() {
+			t0 = time.Now()
+			err = a.nodes[i].Publish(d)
+		})
+		if err != nil {
+			return err
+		}
+		last, missed := lastSeen(seen, t0, -1)
+		if missed > 0 {
+			res.regMissed++
+			fmt.Fprintf(a.log, "registration %d: %d agents never got it\n", r, missed)
+			continue
+		}
+		lat = append(lat, last)
+		sleepCtx(ctx, 5*a.timing.GossipInterval)
+	}
+	res.regP50, res.regP99 = percentiles(lat)
+	// The version check above is what the watchers use; check once that
+	// the instances are really there, attached to their owners.
+	wrong := 0
+	for _, c := range a.nodes {
+		if len(c.Catalog().Instances("bench")) != m {
+			wrong++
+		}
+	}
+	fmt.Fprintf(a.log, "registrations: p50 %s, p99 %s over %d; %d agents miss instances\n",
+		benchDur(res.regP50), benchDur(res.regP99), len(lat), wrong)
+	if wrong > 0 {
+		return fmt.Errorf("%d agents do not list all %d registered instances", wrong, m)
+	}
+	return ctx.Err()
+}
+
+// traffic returns the bytes all agents sent so far: memberlist's and the
+// catalog path's.
+func (a *benchAgents) traffic() (memberlist, catalog uint64) {
+	for _, c := range a.nodes {
+		catalog += c.Stats().BytesOut
+	}
+	return a.sent.n.Load(), catalog
+}
+
+// measureTraffic counts the traffic of a window of length d, while services
+// change at rate per second across the cluster (none: idle).
+func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate float64) (trafficWindow, error) {
+	ml0, cat0 := a.traffic()
+	cpu0, t0 := cpuTime(), time.Now()
+	if rate == 0 {
+		sleepCtx(ctx, d)
+	} else {
+		every := time.Duration(float64(time.Second) / rate)
+		for next := t0; time.Since(t0) < d && ctx.Err() == nil; next = next.Add(every) {
+			sleepCtx(ctx, time.Until(next))
+			i := rand.IntN(len(a.nodes))
+			_, live := a.owned[i].records["churn"]
+			live = live && !a.owned[i].records["churn"].Deleted
+			if err := a.nodes[i].Publish(a.change(i, "churn", live)); err != nil {
+				return trafficWindow{}, err
+			}
+		}
+		sleepCtx(ctx, time.Until(t0.Add(d)))
+	}
+	ml1, cat1 := a.traffic()
+	return trafficWindow{n: len(a.nodes), d: time.Since(t0), memberlist: ml1 - ml0, catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
+}
+
+// measureKill shuts agent victim down without leaving, as a crash would,
+// and times until every agent before it (those after it are dead already)
+// reports it failed. It also returns how many agents missed it by the
+// deadline and how many times agents saw it fail: once each, unless it
+// flapped.
+func (a *benchAgents) measureKill(ctx context.Context, victim int, deadline time.Duration) (last time.Duration, missed, fails int) {
+	name := a.names[victim]
+	seen, failed := make([]time.Time, victim), make([]int, victim)
+	var left atomic.Int64
+	left.Store(int64(victim))
+	allSeen, stop := make(chan struct{}), make(chan struct{})
+	var ready, done sync.WaitGroup
+	for i, c := range a.nodes[:victim] {
+		ready.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			cat, prev, first := c.Catalog(), gossip.StatusAlive, true
+			for {
+				changed := cat.Changed()
+				if m, ok := cat.Member(name); ok && m.Status != prev {
+					if prev = m.Status; prev == gossip.StatusFailed {
+						failed[i]++
+						if seen[i].IsZero() {
+							seen[i] = time.Now()
+							if left.Add(-1) == 0 {
+								close(allSeen)
+							}
+						}
+					}
+				}
+				if first {
+					ready.Done()
+					first = false
+				}
+				select {
+				case <-changed:
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	t0 := time.Now()
+	a.nodes[victim].Shutdown()
+	select {
+	case <-allSeen:
+	case <-time.After(deadline - time.Since(t0)):
+	case <-ctx.Done():
+	}
+	a.settle(ctx) // a flap of the victim right after counts as the victim's
+	close(stop)
+	done.Wait()
+	last, missed = lastSeen(seen, t0, -1)
+	for _, f := range failed {
+		fails += f
+	}
+	return last, missed, fails
+}
+
+// killDeadline bounds the wait for a killed agent to be failed everywhere:
+// twice Lifeguard's longest suspicion (no confirmations) at n members, and
+// ten probe rounds for someone to probe it in the first place.
+func killDeadline(t gossip.Timing, n int) time.Duration {
+	suspicion := 6 * float64(t.SuspicionMult) * math.Max(1, math.Log10(float64(n)))
+	return time.Duration(2*suspicion)*t.ProbeInterval + 10*t.ProbeInterval
+}
+
+// failures returns the member failures each agent has seen so far.
+func (a *benchAgents) failures() []uint64 {
+	out := make([]uint64, len(a.nodes))
+	for i, c := range a.nodes {
+		out[i] = c.Stats().MemberFailures
+	}
+	return out
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
