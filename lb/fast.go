@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 	"unsafe"
@@ -17,6 +18,10 @@ import (
 // keep pace with HAProxy (net/http's ReverseProxy manages about a third).
 // HTTP/2 cleartext clients are sniffed off the same listener and served by
 // the net/http path in http.go.
+
+// maxReplayableBody is the largest request body kept in memory so that it
+// can be sent again on another connection.
+const maxReplayableBody = 64 << 10
 
 // dialError marks a failure to connect: nothing of the request was sent, so
 // it is always safe to try another instance.
@@ -45,11 +50,11 @@ func (e *endpoint) fastClient(p *Proxy) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return c, nil
+			return newStaleGuardConn(c), nil
 		},
 		MaxConns:                      1 << 16,
 		MaxIdleConnDuration:           90 * time.Second,
-		MaxIdemponentCallAttempts:     1,
+		MaxIdemponentCallAttempts:     2,
 		RetryIfErr:                    staleConnRetry,
 		StreamResponseBody:            true,
 		DisableHeaderNamesNormalizing: true,
@@ -64,11 +69,16 @@ func (e *endpoint) fastClient(p *Proxy) *fasthttp.HostClient {
 	return e.fc.Load()
 }
 
-// staleConnRetry retries once, on a fresh connection to the same instance,
-// a request whose pooled keep-alive connection turned out to be closed: the
-// classic race with an upstream's idle timeout, not a sign of failure.
+// staleConnRetry sends a request once more, on a fresh connection to the
+// same instance, when its pooled keep-alive connection turned out to be
+// closed by the instance (see staleconn.go): nothing was sent, so any
+// request may go again, and it is no failure of the instance. Other errors
+// go back to the proxy, which retries on another instance when it may.
 func staleConnRetry(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-	return false, attempts < 2 && errors.Is(err, fasthttp.ErrConnectionClosed) && !req.IsBodyStream()
+	if attempts >= 2 || req.IsBodyStream() {
+		return false, false
+	}
+	return false, isStale(err)
 }
 
 // serveFast handles one HTTP/1.x request.
@@ -101,6 +111,19 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	key := ""
 	if _, isHash := snap.policy.(*Hash); isHash {
 		key = fastHashKey(ctx, snap.hashKey)
+	}
+	if req.IsBodyStream() {
+		// A small body of known length is read in full, so that the request
+		// can be sent again after a stale connection or a refused connect;
+		// larger and chunked bodies stream through unbuffered.
+		if n := req.Header.ContentLength(); n >= 0 && n <= maxReplayableBody {
+			body := make([]byte, n)
+			if _, err := io.ReadFull(req.BodyStream(), body); err != nil {
+				p.fastError(ctx, &pl.stats, fmt.Errorf("incomplete request body: %w", err), fasthttp.StatusBadRequest)
+				return
+			}
+			req.SetBody(body)
+		}
 	}
 	idempotent := isIdempotentMethod(req.Header.Method()) || (!req.IsBodyStream() && len(req.Body()) == 0)
 	resp := &ctx.Response
@@ -281,16 +304,13 @@ func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, service, tag string) {
 		}
 	}
 	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(client net.Conn) {
-		p.tunnels.wg.Add(1)
-		p.tunnels.add(client)
-		p.tunnels.add(up)
-		defer func() {
-			p.tunnels.remove(client)
-			p.tunnels.remove(up)
-			p.tunnels.wg.Done()
-		}()
+	ctx.Hijack(func(hijacked net.Conn) {
 		defer e.inflight.Add(-1)
+		client := ownHijacked(hijacked)
+		if !p.tunnels.begin(client, up) {
+			return // shutting down: both closed
+		}
+		defer p.tunnels.end(client, up)
 		if connect {
 			if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 				up.Close()
@@ -305,4 +325,31 @@ func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, service, tag string) {
 // result must not outlive the request (pool keys are cloned).
 func unsafeString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// hijackedConn reads through fasthttp's hijacked connection (which holds
+// any bytes the client sent ahead) but closes the real one: fasthttp's own
+// Close is a no-op, which would leave a tunnel's other half, or shutdown,
+// waiting on the client forever.
+type hijackedConn struct {
+	net.Conn
+	raw net.Conn
+}
+
+func ownHijacked(c net.Conn) net.Conn {
+	u, ok := c.(interface{ UnsafeConn() net.Conn })
+	if !ok {
+		return c
+	}
+	return &hijackedConn{Conn: c, raw: u.UnsafeConn()}
+}
+
+func (c *hijackedConn) Close() error { return c.raw.Close() }
+
+// CloseWrite half-closes the client side, for tunnels.
+func (c *hijackedConn) CloseWrite() error {
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.raw.Close()
 }

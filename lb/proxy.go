@@ -33,6 +33,7 @@ type Proxy struct {
 	// pools is copy-on-write: requests read it without locking.
 	pools   atomic.Pointer[map[poolKey]*pool]
 	poolsMu sync.Mutex // serializes pool creation
+	nobody  *pool      // the empty pool of names the view does not know
 
 	transport *http.Transport // upstream connections of the h2c path
 	httpLn    net.Listener
@@ -63,6 +64,7 @@ func New(cfg Config, view View) (*Proxy, error) {
 	p.budget.ratio, p.budget.minPerSec = cfg.RetryBudget, int64(cfg.MinRetriesPerSecond)
 	empty := make(map[poolKey]*pool)
 	p.pools.Store(&empty)
+	p.nobody = newPool(p, "", "")
 	dialer := upstreamDialer(cfg.ConnectTimeout)
 	p.transport = &http.Transport{
 		Proxy:                 nil,
@@ -198,15 +200,28 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // serveH2 serves one h2c client connection until it ends.
 func (p *Proxy) serveH2(c net.Conn) {
-	p.h2Conns.wg.Add(1)
-	p.h2Conns.add(c)
-	defer p.h2Conns.wg.Done()
-	defer p.h2Conns.remove(c)
+	if !p.h2Conns.begin(c) {
+		return
+	}
+	defer p.h2Conns.end(c)
 	p.h2.ServeConn(c, &http2.ServeConnOpts{Handler: p.h2Handler})
 }
 
-// pool returns the pool of a service (and tag), creating it on first use.
+// pool returns the pool of a service (and tag), creating it on first use
+// of a service the view knows. Names the view does not know share one empty
+// pool, so that clients asking for ever new names leave nothing behind.
 func (p *Proxy) pool(service, tag string) *pool {
+	if pl := (*p.pools.Load())[poolKey{service, tag}]; pl != nil {
+		return pl
+	}
+	if len(p.view.Instances(service)) == 0 {
+		return p.nobody
+	}
+	return p.ensurePool(service, tag)
+}
+
+// ensurePool returns the pool of a service, creating it if needed.
+func (p *Proxy) ensurePool(service, tag string) *pool {
 	k := poolKey{service, tag}
 	if pl := (*p.pools.Load())[k]; pl != nil {
 		return pl

@@ -53,6 +53,12 @@ func (l *sniffListener) sniff(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	pc := &prefixConn{Conn: c, prefix: buf[:n]}
+	select {
+	case <-l.closed:
+		c.Close() // sniffed after shutdown began
+		return
+	default:
+	}
 	if n == len(h2Preface) && string(buf) == h2Preface {
 		l.serveH2(pc)
 		return
@@ -107,32 +113,73 @@ func (c *prefixConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// connSet tracks long-lived connections (tunnels, TCP upstream sessions) so
-// that shutdown can wait for them and close the stragglers.
+// connSet tracks long-lived sessions (tunnels, TCP upstream sessions, h2c
+// clients) so that shutdown can wait for them and close the stragglers.
+// Once shutdown began, no new session is admitted.
 type connSet struct {
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup // one per session
+	mu      sync.Mutex // guards conns and stopped
+	conns   map[net.Conn]struct{}
+	stopped bool
+	wg      sync.WaitGroup // one per session
 }
 
-func (s *connSet) add(c net.Conn) {
+// begin admits a session over conns; false (with conns closed) once
+// shutdown began. A true begin must be followed by end.
+func (s *connSet) begin(conns ...net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		for _, c := range conns {
+			c.Close()
+		}
+		return false
+	}
 	if s.conns == nil {
 		s.conns = make(map[net.Conn]struct{})
 	}
-	s.conns[c] = struct{}{}
+	for _, c := range conns {
+		s.conns[c] = struct{}{}
+	}
+	s.wg.Add(1)
+	return true
 }
 
-func (s *connSet) remove(c net.Conn) {
+// join adds a connection to a session already begun (its upstream side);
+// false (with c closed) once shutdown force-closed the set.
+func (s *connSet) join(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.conns, c)
+	if s.conns == nil {
+		c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
 }
 
-// drain waits for the sessions to end until ctx is done, then closes the
-// remaining connections and waits for their sessions to notice.
+// drop removes a connection added with join.
+func (s *connSet) drop(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// end finishes a session begun with begin.
+func (s *connSet) end(conns ...net.Conn) {
+	s.mu.Lock()
+	for _, c := range conns {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// drain admits no new session, waits for the running ones until ctx is
+// done, then closes their connections and waits for them to notice.
 func (s *connSet) drain(ctx context.Context) {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -144,6 +191,7 @@ func (s *connSet) drain(ctx context.Context) {
 	for c := range s.conns {
 		c.Close()
 	}
+	s.conns = nil // later joins close their connection at once
 	s.mu.Unlock()
 	<-done
 }

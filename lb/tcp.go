@@ -18,7 +18,7 @@ type tcpUpstream struct {
 // serveTCP accepts connections of one upstream until its listener closes.
 func (p *Proxy) serveTCP(u *tcpUpstream) {
 	defer p.wg.Done()
-	pl := p.pool(u.service, "")
+	pl := p.ensurePool(u.service, "")
 	for {
 		conn, err := u.ln.Accept()
 		if err != nil {
@@ -27,11 +27,11 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			}
 			return
 		}
-		u.sessions.wg.Add(1)
-		u.sessions.add(conn)
+		if !u.sessions.begin(conn) {
+			return // shutting down
+		}
 		go func() {
-			defer u.sessions.wg.Done()
-			defer u.sessions.remove(conn)
+			defer u.sessions.end(conn)
 			defer conn.Close()
 			p.metrics.connections.Add(1)
 			pl.stats.connections.Add(1)
@@ -42,10 +42,12 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 				p.log.Debug("upstream connect failed", "service", u.service, "err", err)
 				return
 			}
-			u.sessions.add(up)
-			defer u.sessions.remove(up)
+			defer e.inflight.Add(-1)
+			if !u.sessions.join(up) {
+				return
+			}
+			defer u.sessions.drop(up)
 			pipe(conn, up)
-			e.inflight.Add(-1)
 		}()
 	}
 }

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"net"
 	"syscall"
 )
 
@@ -18,4 +19,26 @@ func setUserTimeout(_, _ string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// peerClosed reports, without blocking or consuming anything, whether the
+// other end of c has closed it or sent data nobody asked for: either way
+// the connection must not carry a new request.
+func peerClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var buf [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = (err == nil && n >= 0) || (err != nil && err != syscall.EAGAIN && err != syscall.EINTR)
+		return true // never wait for readiness
+	})
+	return closed
 }

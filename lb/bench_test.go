@@ -1,0 +1,99 @@
+package lb
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// BenchmarkProxyHTTP measures parallel keep-alive GETs through the proxy to
+// a trivial backend. Allocations are the whole process's: client, proxy and
+// backend; compare with BenchmarkDirectHTTP for the proxy's share.
+func BenchmarkProxyHTTP(b *testing.B) {
+	v := newFakeView()
+	be := benchBackend(b)
+	v.Set("web", inst("a", be.Listener.Addr().String()))
+	p := startProxy(b, testConfig(), v)
+	benchGET(b, p.HTTPAddr(), "web")
+}
+
+// BenchmarkDirectHTTP is the baseline: the same client and backend without
+// the proxy.
+func BenchmarkDirectHTTP(b *testing.B) {
+	be := benchBackend(b)
+	benchGET(b, be.Listener.Addr().String(), "web")
+}
+
+func benchBackend(b *testing.B) *httptest.Server {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	b.Cleanup(be.Close)
+	return be
+}
+
+func benchGET(b *testing.B, addr, host string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := "http://" + addr + "/"
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Host = host
+		for pb.Next() {
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPick measures one pick per policy over 3 and 100 endpoints with
+// nothing ejected; the hash policy scores every endpoint, so it grows with n.
+func BenchmarkPick(b *testing.B) {
+	for _, pol := range allPolicies {
+		for _, n := range []int{3, 100} {
+			b.Run(fmt.Sprintf("%s/%d", pol, n), func(b *testing.B) {
+				p, _, s := policyPool(b, testConfig(), pol, uniform(n)...)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					if s.pick(p, "user-42", nil) == nil {
+						b.Fatal("nil pick")
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPickWeighted is BenchmarkPick with unequal weights, which takes
+// round robin onto its smooth schedule and random draws onto a binary search.
+func BenchmarkPickWeighted(b *testing.B) {
+	for _, pol := range []string{PolicyRoundRobin, PolicyRandom, PolicyLeastRequest} {
+		b.Run(pol, func(b *testing.B) {
+			weights := make([]int, 100)
+			for i := range weights {
+				weights[i] = 1 + i%7
+			}
+			p, _, s := policyPool(b, testConfig(), pol, weights...)
+			b.ReportAllocs()
+			for b.Loop() {
+				s.pick(p, "", nil)
+			}
+		})
+	}
+}
