@@ -15,11 +15,16 @@ import (
 //go:embed ui/*
 var uiFiles embed.FS
 
-// uiContentTypes are the types of the files under ui/; a file not listed
-// is not served.
-var uiContentTypes = map[string]string{
-	"app.js":    "text/javascript; charset=utf-8",
-	"style.css": "text/css; charset=utf-8",
+// uiContentType is the type of a file under ui/; a file without one is
+// not served.
+func uiContentType(name string) (string, bool) {
+	switch name {
+	case "app.js":
+		return "text/javascript; charset=utf-8", true
+	case "style.css":
+		return "text/css; charset=utf-8", true
+	}
+	return "", false
 }
 
 // uiPolicy keeps the page to its own files and its own agent: no inline
@@ -44,13 +49,14 @@ func newStatusPage() *statusPage {
 func (s *api) uiRoutes(mux *http.ServeMux) {
 	p := newStatusPage()
 	mux.HandleFunc("GET /{$}", p.redirect)
+	mux.HandleFunc("GET /ui", p.redirect)
 	mux.HandleFunc("GET /ui/{$}", p.serveIndex)
 	mux.HandleFunc("GET /ui/{file}", p.serveFile)
 	mux.HandleFunc("GET /v1/shoal/ui/state", s.uiState)
 }
 
-// redirect sends a browser from the API's root to the page, keeping the
-// query (a ?token= in particular).
+// redirect sends a browser from the API's root (or /ui) to the page,
+// keeping the query (a ?token= in particular).
 func (p *statusPage) redirect(w http.ResponseWriter, r *http.Request) {
 	target := "/ui/"
 	if r.URL.RawQuery != "" {
@@ -74,7 +80,7 @@ func (p *statusPage) serveIndex(w http.ResponseWriter, r *http.Request) {
 
 func (p *statusPage) serveFile(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")
-	ctype, ok := uiContentTypes[name]
+	ctype, ok := uiContentType(name)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no such file: /ui/%s", name)
 		return

@@ -104,16 +104,20 @@ func runDemo(c *cli.Context) error {
 	if err := d.startAgents(n, c.Int("http-port"), c.Int("proxy-port"), c.Int("dns-port")); err != nil {
 		return err
 	}
-	if err := d.startBackends(ctx, instances); err != nil {
-		return err
+	err = d.startBackends(ctx, instances)
+	if err == nil {
+		err = d.waitConverged(ctx, instances)
 	}
-	if err := d.waitConverged(ctx, instances); err != nil {
-		return err
+	if err == nil {
+		d.printGuide(out)
+		<-ctx.Done()
 	}
-	d.printGuide(out)
-	<-ctx.Done()
-	fmt.Fprintln(out, "\nStopping: every agent leaves the cluster gracefully...")
-	return nil
+	if ctx.Err() != nil {
+		// Ctrl-C, also while starting: not an error.
+		fmt.Fprintln(out, "\nStopping: every agent leaves the cluster gracefully...")
+		return nil
+	}
+	return err
 }
 
 // startAgents starts n agents, each joining the first.
