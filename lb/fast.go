@@ -179,9 +179,11 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		// A per-try timeout is retried like a reset: only requests that can
 		// be sent twice. A connect failure can always go elsewhere.
 		safe := dialFailed || (idempotent && !req.IsBodyStream())
-		// A refused connect delivered nothing and costs the instance nothing,
-		// so it does not draw on the retry budget; everything else does.
-		free := dialFailed && !errors.Is(err, fasthttp.ErrDialTimeout) && !isNetTimeout(err)
+		// A refused connect, or a connection reset while the request was
+		// being written, delivered nothing and costs the instance nothing
+		// (it is gone), so it does not draw on the retry budget; everything
+		// else does.
+		free := (dialFailed && !errors.Is(err, fasthttp.ErrDialTimeout) && !isNetTimeout(err)) || isWriteReset(err)
 		if !safe || expired || attempt >= p.cfg.MaxRetries || len(tried) == len(snap.eps) ||
 			(!free && !p.budget.allow(time.Now().UnixNano())) {
 			status := fasthttp.StatusBadGateway

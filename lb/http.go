@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -154,7 +155,7 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !safe && isIdempotent(req) && body == nil && !errors.Is(err, context.DeadlineExceeded) {
 			safe = true // nothing to replay; a reset before the response can be retried
 		}
-		free := dialErr && !isNetTimeout(err) // a refused connect costs the instance nothing
+		free := (dialErr && !isNetTimeout(err)) || isWriteReset(err) // costs the instance nothing
 		if !safe || attempt >= p.cfg.MaxRetries || len(tried) == len(snap.eps) || req.Context().Err() != nil ||
 			(!free && !p.budget.allow(time.Now().UnixNano())) {
 			return nil, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service)
@@ -182,6 +183,13 @@ func isDialError(err error) bool {
 func isNetTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isWriteReset reports a connection the instance reset while the request
+// was still being written: the instance is gone and processed nothing.
+func isWriteReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "write" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // isReset reports a connection that broke before the response headers.

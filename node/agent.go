@@ -114,7 +114,22 @@ func (a *Agent) Start() (err error) {
 	if a.cluster, err = gossip.New(gcfg); err != nil {
 		return err
 	}
+	// The proxy binds its listeners before the agent joins anyone, so that
+	// a taken address fails the start before peers ever see this node.
+	if a.cfg.Proxy.HTTPAddr != "" || len(a.cfg.Proxy.Upstreams) > 0 {
+		pcfg := a.cfg.Proxy
+		pcfg.Logger = a.cfg.Logger
+		if a.proxy, err = lb.New(pcfg, lbView{cat: a.cluster.Catalog()}); err == nil {
+			err = a.proxy.Start()
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if err = a.cluster.Start(); err != nil {
+		if a.proxy != nil {
+			a.proxy.Shutdown(context.Background())
+		}
 		return err
 	}
 	a.reg.publish = a.cluster.Publish
@@ -123,20 +138,10 @@ func (a *Agent) Start() (err error) {
 	if err = a.reg.bump(); err != nil {
 		a.checks.shutdown()
 		a.cluster.Shutdown()
+		if a.proxy != nil {
+			a.proxy.Shutdown(context.Background())
+		}
 		return err
-	}
-
-	if a.cfg.Proxy.HTTPAddr != "" || len(a.cfg.Proxy.Upstreams) > 0 {
-		pcfg := a.cfg.Proxy
-		pcfg.Logger = a.cfg.Logger
-		if a.proxy, err = lb.New(pcfg, lbView{cat: a.cluster.Catalog()}); err == nil {
-			err = a.proxy.Start()
-		}
-		if err != nil {
-			a.checks.shutdown()
-			a.cluster.Shutdown()
-			return err
-		}
 	}
 
 	if a.dns != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -79,6 +80,11 @@ type agentPorts struct {
 // freePorts picks ports for n agents. Every port is held open until all are
 // chosen, so no two agents get the same one; a gossip port is only taken
 // when UDP, TCP and the catalog port above it are all free.
+//
+// Ports come from below the kernel's ephemeral range where it can tell: an
+// agent that is restarted must bind its ports again, and a port inside the
+// ephemeral range may meanwhile have become the source port of any outgoing
+// connection on the machine (seen: a restarted agent's gossip port taken).
 func freePorts(t *testing.T, n int) []agentPorts {
 	t.Helper()
 	var held []io.Closer
@@ -87,23 +93,30 @@ func freePorts(t *testing.T, n int) []agentPorts {
 			c.Close()
 		}
 	}()
+	lo, hi := stablePortRange()
 	listen := func() (int, error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := "127.0.0.1:0"
+		if hi > lo {
+			// hi-1: the gossip port needs the one above it too.
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+mathrand.IntN(hi-1-lo)))
+		}
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return 0, err
 		}
 		held = append(held, ln)
 		return ln.Addr().(*net.TCPAddr).Port, nil
 	}
-	out := make([]agentPorts, n)
-	for i := range out {
-		for attempt := 0; ; attempt++ {
-			if attempt == 50 {
-				t.Fatal("no free gossip port pair (UDP+TCP) with a free port above it on 127.0.0.1")
-			}
+	// pick returns a port whose TCP and, if udp, UDP and the TCP port
+	// above it are free, all held.
+	pick := func(gossip bool) int {
+		for attempt := 0; attempt < 200; attempt++ {
 			p, err := listen()
 			if err != nil {
-				t.Fatal(err)
+				continue
+			}
+			if !gossip {
+				return p
 			}
 			udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 			if err != nil {
@@ -115,18 +128,35 @@ func freePorts(t *testing.T, n int) []agentPorts {
 				continue
 			}
 			held = append(held, rpc)
-			out[i].gossip = p
-			break
+			return p
 		}
-		for _, dst := range []*int{&out[i].http, &out[i].proxy} {
-			p, err := listen()
-			if err != nil {
-				t.Fatal(err)
-			}
-			*dst = p
-		}
+		t.Fatalf("no free port on 127.0.0.1 in %d-%d after 200 tries", lo, hi)
+		return 0
+	}
+	out := make([]agentPorts, n)
+	for i := range out {
+		out[i] = agentPorts{gossip: pick(true), http: pick(false), proxy: pick(false)}
 	}
 	return out
+}
+
+// stablePortRange returns [lo, hi), the ports below the kernel's ephemeral
+// range from which freePorts picks, or 0, 0 where the range is unknown (not
+// Linux) or leaves too little room: then the kernel picks (port 0).
+func stablePortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	ephemeralLo, err := strconv.Atoi(f[0])
+	if err != nil || ephemeralLo < 12000 {
+		return 0, 0
+	}
+	return 10000, ephemeralLo
 }
 
 // agentProc is one "shoal agent" process. Its stdout and stderr go to a log
