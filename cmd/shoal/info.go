@@ -41,11 +41,7 @@ type agentSelf struct {
 }
 
 func runInfo(c *cli.Context) error {
-	format, err := parseFormat(c)
-	if err != nil {
-		return err
-	}
-	args, err := commandArgs(c)
+	format, args, err := formatAndArgs(c)
 	if err != nil {
 		return err
 	}

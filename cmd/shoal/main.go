@@ -97,6 +97,17 @@ func commandArgs(c *cli.Context) ([]string, error) {
 	return args, nil
 }
 
+// formatAndArgs reads what every listing command starts with: the --format
+// flag and the positional arguments.
+func formatAndArgs(c *cli.Context) (outputFormat, []string, error) {
+	format, err := parseFormat(c)
+	if err != nil {
+		return format, nil, err
+	}
+	args, err := commandArgs(c)
+	return format, args, err
+}
+
 // joinErrors reports several problems as one error on one line; it is nil
 // if errs is empty and errs[0] itself if there is one.
 func joinErrors(errs []error) error {

@@ -51,11 +51,7 @@ type memberView struct {
 }
 
 func runMembers(c *cli.Context) error {
-	format, err := parseFormat(c)
-	if err != nil {
-		return err
-	}
-	args, err := commandArgs(c)
+	format, args, err := formatAndArgs(c)
 	if err != nil {
 		return err
 	}

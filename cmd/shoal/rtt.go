@@ -36,11 +36,7 @@ type rttView struct {
 }
 
 func runRTT(c *cli.Context) error {
-	format, err := parseFormat(c)
-	if err != nil {
-		return err
-	}
-	args, err := commandArgs(c)
+	format, args, err := formatAndArgs(c)
 	if err != nil {
 		return err
 	}

@@ -66,11 +66,7 @@ type instanceView struct {
 }
 
 func runServices(c *cli.Context) error {
-	format, err := parseFormat(c)
-	if err != nil {
-		return err
-	}
-	args, err := commandArgs(c)
+	format, args, err := formatAndArgs(c)
 	if err != nil {
 		return err
 	}

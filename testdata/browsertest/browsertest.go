@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -169,11 +170,21 @@ func (b *Browser) WaitText(timeout time.Duration, what string, cond func(text st
 // Click clicks the first element matching a CSS selector.
 func (b *Browser) Click(selector string) {
 	b.t.Helper()
-	var el map[string]string
-	if err := b.call(http.MethodPost, b.path("/element"), map[string]string{"using": "css selector", "value": selector}, &el); err != nil {
-		b.t.Fatalf("find %q: %v", selector, err)
+	// A live page may re-render between finding the element and clicking
+	// it ("stale element reference"): find it again, a few times.
+	var err error
+	for try := 0; try < 10; try++ {
+		var el map[string]string
+		if err = b.call(http.MethodPost, b.path("/element"), map[string]string{"using": "css selector", "value": selector}, &el); err != nil {
+			b.t.Fatalf("find %q: %v", selector, err)
+		}
+		err = b.call(http.MethodPost, b.path("/element/"+el[elementKey]+"/click"), map[string]any{}, nil)
+		if err == nil || !strings.Contains(err.Error(), "stale element") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if err := b.call(http.MethodPost, b.path("/element/"+el[elementKey]+"/click"), map[string]any{}, nil); err != nil {
+	if err != nil {
 		b.t.Fatalf("click %q: %v", selector, err)
 	}
 }
