@@ -22,19 +22,44 @@ import (
 	"time"
 )
 
-// buildShoal builds the shoal binary into dir and returns its path. It is
-// built with -race when the tests are, so that the agents' own data races
-// fail the tests too.
+// buildShoal returns a shoal binary in dir, built once per test run (with
+// -race when the tests are, so that the agents' own data races fail the
+// tests too) and copied for each caller, since a -race build costs tens of
+// seconds and each test's dir is removed when that test ends.
 func buildShoal(t *testing.T, dir string) string {
+	t.Helper()
+	sharedBuild.mu.Lock()
+	defer sharedBuild.mu.Unlock()
+	if sharedBuild.path == "" {
+		shared, err := os.MkdirTemp("", "shoal-e2e-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sharedBuild.path = compileShoal(t, shared)
+	}
+	// Each test gets its own copy in its own dir, so that removing one
+	// test's dir never pulls the binary from under another.
+	bin := filepath.Join(dir, "shoal")
+	if err := copyFile(sharedBuild.path, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// sharedBuild is the one build of a test run, in the system's temp dir
+// until TestMain removes it.
+var sharedBuild struct {
+	mu   sync.Mutex
+	path string
+}
+
+func compileShoal(t *testing.T, dir string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(dir, "shoal")
-	if runtime.GOOS == "windows" {
-		bin += ".exe"
-	}
 	args := []string{"build", "-o", bin}
 	if raceEnabled() {
 		args = append(args, "-race")
@@ -46,6 +71,14 @@ func buildShoal(t *testing.T, dir string) string {
 	}
 	t.Logf("built %s in %v", bin, time.Since(t0).Round(time.Millisecond))
 	return bin
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }
 
 // raceEnabled reports whether this test binary was built with -race.
@@ -456,4 +489,13 @@ func waitMembers(t *testing.T, bin string, timeout time.Duration, want map[strin
 func isOneLine(s string) bool {
 	s = strings.TrimSuffix(s, "\n")
 	return s != "" && !strings.Contains(s, "\n")
+}
+
+// TestMain removes the shared build when the run ends.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedBuild.path != "" {
+		os.RemoveAll(filepath.Dir(sharedBuild.path))
+	}
+	os.Exit(code)
 }
