@@ -422,7 +422,8 @@ func TestProxyTimeout(t *testing.T) {
 // cost a request, not even a POST, and must not be ejected for it.
 func TestProxyBackendClosesIdleConnections(t *testing.T) {
 	v := newFakeView()
-	a := newBackendWith(t, "a", func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	// Longer than staleCheckAfter, as every real server's idle timeout is.
+	a := newBackendWith(t, "a", func(s *http.Server) { s.IdleTimeout = 300 * time.Millisecond })
 	v.Set("web", a.instance())
 	p := startProxy(t, testConfig(), v)
 	pc := newProxyClient(t, p)
