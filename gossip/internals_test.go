@@ -198,6 +198,47 @@ func TestRandomPeers(t *testing.T) {
 	}
 }
 
+// TestPushPeersStartWithSuccessor checks that pushes always reach the next
+// alive member by name, wrapping around, so that a delta goes round the
+// whole ring whatever the random picks miss.
+func TestPushPeersStartWithSuccessor(t *testing.T) {
+	for _, tc := range []struct {
+		local, want string // want: the successor's port
+	}{
+		{"a", "127.0.0.1:1001"}, // b
+		{"c", "127.0.0.1:1004"}, // d failed, n has no address: e
+		{"e", "127.0.0.1:1000"}, // past the last: wraps to a
+	} {
+		c := newIdleCluster(t, tc.local)
+		cat := c.Catalog()
+		for i, name := range []string{"a", "b", "c", "d", "e"} {
+			status := StatusAlive
+			if name == "d" {
+				status = StatusFailed
+			}
+			m := member(name, status)
+			m.Tags = map[string]string{TagRPC: fmt.Sprintf("127.0.0.1:%d", 1000+i)}
+			cat.setMember(m)
+		}
+		noRPC := member("dd", StatusAlive)
+		noRPC.Tags = nil
+		cat.setMember(noRPC)
+
+		for range 20 {
+			got := c.pushPeers(3)
+			if len(got) != 3 || got[0] != tc.want {
+				t.Fatalf("%s: pushPeers(3) = %v, want 3 peers starting with %s", tc.local, got, tc.want)
+			}
+			if got[1] == got[0] || got[2] == got[0] || got[1] == got[2] {
+				t.Fatalf("%s: pushPeers(3) = %v: a peer twice", tc.local, got)
+			}
+		}
+		if got := c.pushPeers(1); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: pushPeers(1) = %v, want only the successor %s", tc.local, got, tc.want)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	if err := (&Config{}).Validate(); err == nil {
 		t.Fatal("empty config accepted")

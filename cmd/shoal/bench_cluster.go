@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,23 +27,34 @@ func benchClusterCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "cluster",
 		Usage: "measure convergence, failure detection, gossip traffic and memory of N agents, with stock serf as the anchor",
-		Description: `For each N, runs N Shoal gossip agents in this process on 127.0.0.1
-(ephemeral ports, one shared loopback network that counts memberlist's bytes)
-and measures: the time from a registration on a random agent until every
-agent's catalog holds it (p50 and p99 over --registrations); the time from
-killing an agent (shutdown without leave) until every other agent reports it
-failed, and the failures of agents that were never killed (false failures);
-the gossip bytes each agent sends per second, memberlist and catalog path
-together, idle and while services change at --churn-rate across the
-cluster; the heap and goroutines per agent; the CPU the process used.
+		Description: `For each N, runs N Shoal gossip agents in this process on 127.0.0.1 with
+ephemeral ports (the gossip layer alone: no HTTP API, no proxy) and measures:
 
-Then, up to --serf-max agents, the same N stock serf agents (Debian package
-serf), one process each: time for a user event (not coalesced) fired on one
-agent to reach all, and kill -9 → failed on all.
+  join            the first three agents are seeds; the others join one seed
+                  each, --join-batch at a time, each batch seeing everyone
+                  alive before the next; stragglers join a seed again
+  reg p50/p99     from a registration on a random agent until every agent's
+                  catalog holds it, over --registrations
+  kill→failed     from shutting an agent down without leaving (a crash)
+                  until every other agent's catalog has it failed; median
+                  over --kills agents killed one after the other
+  false failures  failures of agents that were never killed, seen by any
+                  agent from the end of the join to the end of the run
+  B/s/node        bytes each agent sends per second, memberlist's (probes,
+                  gossip, push/pull, from its own metrics) and the catalog
+                  path's, idle and while services change at --churn-rate
+                  per second across the cluster
+  MiB/agent       live heap after GC, and goroutines, per agent
+  cpu%            this process's CPU in the two windows (200% = 2 cores)
 
-Traffic windows last --window, and at least one memberlist push/pull period
-at that N (it grows with log N), so that each agent's full-state sync is
-counted once.`,
+Each traffic window lasts --window, and at least one memberlist push/pull
+period at that N (30 s at LAN timing, growing with log2 N past 32 agents),
+so that every agent's full-state sync is counted.
+
+Then, up to --serf-max agents, as many stock serf agents (Debian package
+serf), one process each, joined the same way: a user event (not coalesced)
+fired on one agent until every agent's event stream delivered it, and
+kill -9 until every other agent lists it failed (polled every 200 ms).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "nodes", Value: "10,50,200,1000", Usage: "cluster sizes to run, comma-separated"},
 			&cli.IntFlag{Name: "registrations", Value: 20, Usage: "registrations timed per size (and serf events)"},
@@ -50,8 +62,8 @@ counted once.`,
 			&cli.IntFlag{Name: "serf-max", Value: 200, Usage: "largest N to run stock serf for (one process per agent); 0: none"},
 			&cli.DurationFlag{Name: "window", Value: 30 * time.Second, Usage: "minimum length of the idle and churn traffic windows"},
 			&cli.Float64Flag{Name: "churn-rate", Value: 2, Usage: "service registrations and deregistrations per second across the cluster in the churn window"},
-			&cli.IntFlag{Name: "kills", Value: 3, Usage: "agents killed one after the other (at most N-3); the median is reported"},
-			&cli.IntFlag{Name: "join-batch", Value: 10, Usage: "agents that join at once; each batch converges before the next joins"},
+			&cli.IntFlag{Name: "kills", Value: 5, Usage: "agents killed one after the other (at most N-3); the median is reported"},
+			&cli.IntFlag{Name: "join-batch", Usage: "agents that join at once, each batch converging before the next; 0: 2000/N, 1 to 10"},
 			&cli.BoolFlag{Name: "agent-logs", Usage: "print the in-process agents' warnings and errors to stderr"},
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a CPU profile of the whole run to this file"},
 		},
@@ -71,14 +83,15 @@ type clusterRow struct {
 	load              float64 // 1-minute load average when the size started
 }
 
-func runBenchCluster(c *cli.Context) error {
+// clusterOptions reads and checks the command's flags.
+func clusterOptions(c *cli.Context) ([]int, shoalOpts, error) {
 	sizes, err := parseSizes(c.String("nodes"))
 	if err != nil {
-		return err
+		return nil, shoalOpts{}, err
 	}
 	timing := c.String("timing")
 	if _, err := benchGossipConfig(timing, "x"); err != nil {
-		return err
+		return nil, shoalOpts{}, err
 	}
 	opts := shoalOpts{
 		timing:        timing,
@@ -90,8 +103,16 @@ func runBenchCluster(c *cli.Context) error {
 		joinBatch:     c.Int("join-batch"),
 		kills:         c.Int("kills"),
 	}
-	if opts.registrations < 1 || opts.churnRate <= 0 || opts.window <= 0 || opts.joinBatch < 1 || opts.kills < 1 {
-		return errors.New("--registrations, --churn-rate, --window, --join-batch and --kills must be positive")
+	if opts.registrations < 1 || opts.churnRate <= 0 || opts.window <= 0 || opts.joinBatch < 0 || opts.kills < 1 {
+		return nil, opts, errors.New("--registrations, --churn-rate, --window and --kills must be positive, --join-batch not negative")
+	}
+	return sizes, opts, nil
+}
+
+func runBenchCluster(c *cli.Context) error {
+	sizes, opts, err := clusterOptions(c)
+	if err != nil {
+		return err
 	}
 	serfMax := c.Int("serf-max")
 	serfBin := ""
@@ -118,40 +139,60 @@ func runBenchCluster(c *cli.Context) error {
 	// profile is written.
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(c.App.ErrWriter, "%d CPUs, load average %s, timing %s\n", runtime.NumCPU(), loadAverage(), timing)
+	fmt.Fprintf(c.App.ErrWriter, "%d CPUs, load average %s, timing %s\n", runtime.NumCPU(), loadAverage(), opts.timing)
+	rows, runErr := runClusterSizes(ctx, c.App.ErrWriter, sizes, opts, serfBin, serfMax)
+	if len(rows) > 0 {
+		if err := printClusterTable(c.App.Writer, rows); err != nil {
+			return err
+		}
+		printClusterGoals(c.App.Writer, rows)
+	}
+	return runErr
+}
 
+// runClusterSizes runs Shoal, then serf up to serfMax agents, at each size.
+// When interrupted, it returns the rows done so far with the error.
+func runClusterSizes(ctx context.Context, log io.Writer, sizes []int, opts shoalOpts, serfBin string, serfMax int) ([]clusterRow, error) {
 	var rows []clusterRow
 	for _, n := range sizes {
 		row := clusterRow{n: n, load: load1()}
-		fmt.Fprintf(c.App.ErrWriter, "--- N=%d shoal (load %.1f)\n", n, row.load)
+		fmt.Fprintf(log, "--- N=%d shoal (load %.1f)\n", n, row.load)
 		// A size that fails (on an overloaded machine, a join that never
 		// converges) is reported in its row; the others still run.
+		var err error
 		if row.shoal, err = runShoalCluster(ctx, n, opts); err != nil {
 			if ctx.Err() != nil {
-				return err
+				return rows, err
 			}
 			row.shoalErr = err.Error()
-			fmt.Fprintf(c.App.ErrWriter, "shoal N=%d failed: %v\n", n, err)
+			fmt.Fprintf(log, "shoal N=%d failed: %v\n", n, err)
 		}
 		if serfBin != "" && n <= serfMax {
-			fmt.Fprintf(c.App.ErrWriter, "--- N=%d stock serf\n", n)
+			fmt.Fprintf(log, "--- N=%d stock serf\n", n)
 			r, err := runSerfCluster(ctx, serfBin, n, opts)
 			if err != nil {
 				if ctx.Err() != nil {
-					return err
+					return rows, err
 				}
 				row.serfErr = err.Error()
-				fmt.Fprintf(c.App.ErrWriter, "serf N=%d failed: %v\n", n, err)
+				fmt.Fprintf(log, "serf N=%d failed: %v\n", n, err)
 			}
 			row.serf = &r
 		}
 		rows = append(rows, row)
 	}
-	if err := printClusterTable(c.App.Writer, rows); err != nil {
-		return err
+	return rows, nil
+}
+
+// joinBatch is how many agents join at once at size n: --join-batch, or
+// by default 2000/n between 1 and 10. Every join is gossiped to every agent;
+// ten at once in a cluster of several hundred, on two cores, overload the
+// agents into failing each other.
+func joinBatch(flag, n int) int {
+	if flag > 0 {
+		return flag
 	}
-	printClusterGoals(c.App.Writer, rows)
-	return nil
+	return min(max(2000/n, 1), 10)
 }
 
 // parseSizes parses "10,50,200" into ascending cluster sizes.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	serfclient "github.com/hashicorp/serf/client"
+
+	"github.com/shoal-mesh/shoal/gossip"
 )
 
 // serfResult is what one run of n stock serf agents measured: the anchor.
@@ -66,12 +68,15 @@ func runSerfCluster(ctx context.Context, bin string, n int, opts shoalOpts) (res
 	if err != nil {
 		return res, err
 	}
-	if res.join, err = joinSerf(ctx, agents, opts.joinBatch); err != nil {
+	timing := gossip.LANTiming() // serf's profiles are memberlist's, as gossip's
+	if serfProfile(opts.timing) == "local" {
+		timing = gossip.LocalTiming()
+	}
+	if res.join, err = joinSerf(ctx, agents, joinBatch(opts.joinBatch, n), max(20*timing.GossipInterval, time.Second)); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(opts.log, "joined: all %d serf agents see %d alive in %s\n", n, n, benchDur(res.join))
-	timing, _ := benchGossipConfig(opts.timing, "x")
-	settle := max(500*time.Millisecond, 20*timing.Timing.GossipInterval)
+	settle := max(500*time.Millisecond, 20*timing.GossipInterval)
 	sleepCtx(ctx, settle)
 
 	if err := serfEvents(ctx, agents, opts.registrations, &res); err != nil {
@@ -80,7 +85,7 @@ func runSerfCluster(ctx context.Context, bin string, n int, opts shoalOpts) (res
 	fmt.Fprintf(opts.log, "events: p50 %s, p99 %s (%d missed)\n", benchDur(res.eventP50), benchDur(res.eventP99), res.eventMissed)
 	sleepCtx(ctx, settle)
 
-	res.killDeadline = killDeadline(timing.Timing, n)
+	res.killDeadline = killDeadline(timing, n)
 	var kills []time.Duration
 	victims := make(map[string]bool)
 	for k := range min(opts.kills, n-3) {
@@ -143,7 +148,7 @@ func startSerfAgents(ctx context.Context, env *benchEnv, bin string, n int, prof
 // ones are seeds, the others join one seed each, batch agents at a time,
 // each batch converging before the next. It returns when every agent lists
 // every agent alive.
-func joinSerf(ctx context.Context, agents []*serfAgent, batch int) (time.Duration, error) {
+func joinSerf(ctx context.Context, agents []*serfAgent, batch int, resyncEvery time.Duration) (time.Duration, error) {
 	start := time.Now()
 	n := len(agents)
 	nseeds := min(3, n)
@@ -168,12 +173,12 @@ func joinSerf(ctx context.Context, agents []*serfAgent, batch int) (time.Duratio
 				return 0, fmt.Errorf("join: %w", err)
 			}
 		}
-		if err := serfConverged(ctx, agents, lo, hi); err != nil {
+		if err := serfConverged(ctx, agents, lo, hi, resyncEvery); err != nil {
 			return 0, err
 		}
 		lo = hi
 	}
-	if err := serfConverged(ctx, agents, 0, n); err != nil {
+	if err := serfConverged(ctx, agents, 0, n, resyncEvery); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
@@ -181,7 +186,7 @@ func joinSerf(ctx context.Context, agents []*serfAgent, batch int) (time.Duratio
 
 // serfConverged waits until the agents that joined before lo list those of
 // lo to hi alive, and those list all hi alive.
-func serfConverged(ctx context.Context, agents []*serfAgent, lo, hi int) error {
+func serfConverged(ctx context.Context, agents []*serfAgent, lo, hi int, resyncEvery time.Duration) error {
 	names := make([]string, 0, hi-lo)
 	for _, a := range agents[lo:hi] {
 		names = append(names, regexp.QuoteMeta(a.name))
@@ -189,6 +194,7 @@ func serfConverged(ctx context.Context, agents []*serfAgent, lo, hi int) error {
 	newcomers := "(?:" + strings.Join(names, "|") + ")"
 	done := make([]bool, hi)
 	left := hi
+	lastResync := time.Now()
 	for deadline := time.Now().Add(5 * time.Minute); left > 0; {
 		for i, a := range agents[:hi] {
 			if done[i] {
@@ -205,6 +211,15 @@ func serfConverged(ctx context.Context, agents []*serfAgent, lo, hi int) error {
 		}
 		if left > 0 && (time.Now().After(deadline) || ctx.Err() != nil) {
 			return fmt.Errorf("join: %d of %d serf agents still miss members", left, hi)
+		}
+		// As for Shoal's agents: stragglers join a seed again.
+		if time.Since(lastResync) > resyncEvery {
+			for i, d := range done {
+				if !d {
+					go agents[i].rpc.Join([]string{agents[i%min(3, len(agents))].bind}, false)
+				}
+			}
+			lastResync = time.Now()
 		}
 		sleepCtx(ctx, 100*time.Millisecond)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +11,10 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/go-metrics"
 
 	"github.com/shoal-mesh/shoal/gossip"
 )
@@ -55,10 +55,12 @@ type shoalResult struct {
 
 // trafficWindow is the gossip traffic and the CPU of one measuring window.
 type trafficWindow struct {
-	n                   int
-	d                   time.Duration
-	memberlist, catalog uint64 // bytes sent by all agents
-	cpu                 time.Duration
+	n int
+	d time.Duration
+	// udp and tcp are memberlist's bytes (gossip and probes; push/pull
+	// syncs), catalog the catalog path's, sent by all agents.
+	udp, tcp, catalog uint64
+	cpu               time.Duration
 }
 
 // perNode is the bytes each agent sent per second, both layers together.
@@ -67,7 +69,7 @@ func (w trafficWindow) perNode() float64 {
 	if w.d <= 0 || w.n == 0 {
 		return 0
 	}
-	return float64(w.memberlist+w.catalog) / float64(w.n) / w.d.Seconds()
+	return float64(w.udp+w.tcp+w.catalog) / float64(w.n) / w.d.Seconds()
 }
 
 // cpuPercent is the process's CPU use in the window, in percent of one core.
@@ -80,8 +82,8 @@ func (w trafficWindow) cpuPercent() float64 {
 
 func (w trafficWindow) String() string {
 	perSec := func(b uint64) float64 { return float64(b) / float64(w.n) / w.d.Seconds() }
-	return fmt.Sprintf("%.0f B/s/node (memberlist %.0f + catalog %.0f) over %s, cpu %.0f%%",
-		w.perNode(), perSec(w.memberlist), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent())
+	return fmt.Sprintf("%.0f B/s/node (memberlist udp %.0f + tcp %.0f, catalog %.0f) over %s, cpu %.0f%%",
+		w.perNode(), perSec(w.udp), perSec(w.tcp), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent())
 }
 
 // benchAgents are n gossip agents in this process, on loopback. Each
@@ -93,45 +95,11 @@ type benchAgents struct {
 	sent   *memberlistBytes
 	timing gossip.Timing
 	log    io.Writer
-}
-
-// memberlistBytes counts the bytes memberlist reports sending, over UDP
-// and TCP, as metrics "memberlist.udp.sent" and "memberlist.tcp.sent": what
-// failure detection and membership gossip cost. It is a go-metrics sink that
-// ignores every other metric.
-//
-// Memberlist reports to go-metrics' process-wide sink, so every agent of
-// the process adds to one count; agents run on memberlist's own transport,
-// exactly as in production.
-type memberlistBytes struct{ n atomic.Uint64 }
-
-func (s *memberlistBytes) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
-	if len(key) == 3 && key[0] == "memberlist" && key[2] == "sent" && (key[1] == "udp" || key[1] == "tcp") {
-		s.n.Add(uint64(val))
-	}
-}
-
-func (s *memberlistBytes) IncrCounter(key []string, val float32) {
-	s.IncrCounterWithLabels(key, val, nil)
-}
-func (*memberlistBytes) SetGauge([]string, float32)                             {}
-func (*memberlistBytes) SetGaugeWithLabels([]string, float32, []metrics.Label)  {}
-func (*memberlistBytes) EmitKey([]string, float32)                              {}
-func (*memberlistBytes) AddSample([]string, float32)                            {}
-func (*memberlistBytes) AddSampleWithLabels([]string, float32, []metrics.Label) {}
-
-var _ metrics.MetricSink = (*memberlistBytes)(nil)
-
-// installMemberlistBytes makes a new counter the process-wide metrics sink;
-// the returned function puts back a sink that drops everything, as
-// go-metrics starts.
-func installMemberlistBytes() (*memberlistBytes, func(), error) {
-	s := &memberlistBytes{}
-	// No service or host name: keys arrive as memberlist emits them.
-	if _, err := metrics.NewGlobal(&metrics.Config{FilterDefault: true, TimerGranularity: time.Millisecond}, s); err != nil {
-		return nil, nil, err
-	}
-	return s, func() { metrics.NewGlobal(&metrics.Config{}, &metrics.BlackholeSink{}) }, nil
+	opts   shoalOpts
+	seeds  []string // gossip addresses of the first agents
+	// resyncs counts the agents that joined a seed again during the join
+	// because they still missed members.
+	resyncs int
 }
 
 // benchOwner is what one agent has published: every record, tombstones
@@ -153,16 +121,16 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 		return res, err
 	}
 	defer uninstall()
-	a, err := startAgents(n, opts)
+	a, err := newBenchAgents(n, opts)
 	if err != nil {
 		return res, err
 	}
 	defer a.shutdown()
 	a.sent = sent
-	if res.join, err = a.join(ctx, opts.joinBatch); err != nil {
+	if res.join, err = a.join(ctx, joinBatch(opts.joinBatch, n)); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(opts.log, "joined: all %d agents see %d alive in %s\n", n, n, benchDur(res.join))
+	fmt.Fprintf(opts.log, "joined: all %d agents see %d alive in %s (%d re-syncs with a seed)\n", n, n, benchDur(res.join), a.resyncs)
 	a.settle(ctx)
 	failures := a.failures()
 
@@ -188,21 +156,7 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	fmt.Fprintf(opts.log, "churn (%.1f changes/s): %s\n", opts.churnRate, res.churn)
 	a.settle(ctx)
 
-	// Agents are killed from the last, never a seed; each kill is timed
-	// among the survivors of the ones before.
-	res.killDeadline = killDeadline(a.timing, n)
-	var kills []time.Duration
-	victimFails := 0
-	for k := range min(opts.kills, n-3) {
-		last, missed, fails := a.measureKill(ctx, n-1-k, res.killDeadline)
-		victimFails += fails
-		res.killMissed += missed
-		if missed == 0 {
-			kills = append(kills, last)
-		}
-		fmt.Fprintf(opts.log, "kill %d: failed everywhere after %s (%d missed)\n", k+1, benchDur(last), missed)
-	}
-	res.kill = median(kills)
+	victimFails := a.measureKills(ctx, opts.kills, &res)
 	// Every failure an agent saw that was not of a victim is false. The
 	// counters of killed agents stay readable.
 	for i, f := range a.failures() {
@@ -213,31 +167,59 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	return res, ctx.Err()
 }
 
-// startAgents creates and starts n agents; none has joined yet.
-func startAgents(n int, opts shoalOpts) (*benchAgents, error) {
-	a := &benchAgents{log: opts.log, owned: make([]benchOwner, n)}
+// measureKills kills agents one after the other, from the last (never a
+// seed), each timed among the survivors of the ones before, and returns how
+// many times agents saw a victim fail.
+func (a *benchAgents) measureKills(ctx context.Context, kills int, res *shoalResult) (victimFails int) {
+	n := len(a.nodes)
+	res.killDeadline = killDeadline(a.timing, n)
+	var times []time.Duration
+	for k := range min(kills, n-3) {
+		last, missed, fails := a.measureKill(ctx, n-1-k, res.killDeadline)
+		victimFails += fails
+		res.killMissed += missed
+		if missed == 0 {
+			times = append(times, last)
+		}
+		fmt.Fprintf(a.log, "kill %d: failed everywhere after %s (%d missed)\n", k+1, benchDur(last), missed)
+	}
+	res.kill = median(times)
+	return victimFails
+}
+
+// newBenchAgents prepares n agents; join starts them, a batch at a time,
+// as a fleet rollout would. Agents started long before they join (hundreds
+// of them idle in the process) made the joins of large clusters fail.
+func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
+	a := &benchAgents{log: opts.log, opts: opts, owned: make([]benchOwner, n)}
 	for i := range n {
-		name := fmt.Sprintf("bench-%04d", i)
-		cfg, err := benchGossipConfig(opts.timing, name)
-		if err != nil {
-			return nil, err
-		}
-		if opts.agentLogs {
-			cfg.Logger = slog.New(slog.NewTextHandler(opts.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("agent", name)
-		}
-		a.timing = cfg.Timing
-		c, err := gossip.New(cfg)
-		if err == nil {
-			err = c.Start()
-		}
-		if err != nil {
-			a.shutdown()
-			return nil, fmt.Errorf("agent %d: %w", i, err)
-		}
-		a.nodes, a.names = append(a.nodes, c), append(a.names, name)
+		a.names = append(a.names, fmt.Sprintf("bench-%04d", i))
 		a.owned[i].records = make(map[string]gossip.Record)
 	}
-	return a, nil
+	cfg, err := benchGossipConfig(opts.timing, a.names[0])
+	a.timing = cfg.Timing
+	return a, err
+}
+
+// start creates and starts the next agent, not joined yet.
+func (a *benchAgents) start() error {
+	i := len(a.nodes)
+	cfg, err := benchGossipConfig(a.opts.timing, a.names[i])
+	if err != nil {
+		return err
+	}
+	if a.opts.agentLogs {
+		cfg.Logger = slog.New(slog.NewTextHandler(a.opts.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("agent", a.names[i])
+	}
+	c, err := gossip.New(cfg)
+	if err == nil {
+		err = c.Start()
+	}
+	if err != nil {
+		return fmt.Errorf("agent %d: %w", i, err)
+	}
+	a.nodes = append(a.nodes, c)
+	return nil
 }
 
 // shutdown stops every agent still running, a few at a time.
@@ -268,12 +250,15 @@ func (a *benchAgents) settle(ctx context.Context) {
 // returns when every agent sees every agent alive.
 func (a *benchAgents) join(ctx context.Context, batch int) (time.Duration, error) {
 	start := time.Now()
-	n := len(a.nodes)
+	n := len(a.names)
 	nseeds := min(3, n)
-	var seeds []string
-	for _, c := range a.nodes[:nseeds] {
-		seeds = append(seeds, c.LocalMember().GossipAddr())
+	for range nseeds {
+		if err := a.start(); err != nil {
+			return 0, err
+		}
+		a.seeds = append(a.seeds, a.nodes[len(a.nodes)-1].LocalMember().GossipAddr())
 	}
+	seeds := a.seeds
 	joinOne := func(i int) error {
 		seed := seeds[i%nseeds]
 		if i < nseeds {
@@ -292,6 +277,11 @@ func (a *benchAgents) join(ctx context.Context, batch int) (time.Duration, error
 		hi := min(lo+batch, n)
 		if lo < nseeds {
 			hi = nseeds // the seeds first, by themselves
+		}
+		for len(a.nodes) < hi {
+			if err := a.start(); err != nil {
+				return 0, err
+			}
 		}
 		errs := make(chan error, hi-lo)
 		for i := lo; i < hi; i++ {
@@ -314,14 +304,26 @@ func (a *benchAgents) join(ctx context.Context, batch int) (time.Duration, error
 // waitConverged waits until the agents that joined before lo see those of
 // lo to hi alive, and those see all hi alive. Only the latter list every
 // member, so that checking a large cluster costs its agents little CPU.
+//
+// Agents that joined at the same time sometimes never hear of each other
+// by gossip, and then wait for memberlist's push/pull (30 s to minutes).
+// An agent that still misses members a few gossip rounds after a batch
+// joins a seed again, a full sync, as an operator would.
 func (a *benchAgents) waitConverged(ctx context.Context, start time.Time, lo, hi int) error {
 	done := make([]bool, hi)
 	left := hi
+	resyncEvery := max(20*a.timing.GossipInterval, time.Second)
+	lastResync := time.Now()
 	every := 100 * time.Millisecond
 	if hi-lo > 100 {
 		every = time.Second
 	}
-	deadline := time.Now().Add(5 * time.Minute)
+	// A batch gets three minutes, the whole join thirty: a machine that
+	// cannot keep this many agents healthy does not converge at all.
+	deadline := time.Now().Add(3 * time.Minute)
+	if end := start.Add(30 * time.Minute); end.Before(deadline) {
+		deadline = end
+	}
 	lastLog := time.Now()
 	for {
 		for i, c := range a.nodes[:hi] {
@@ -350,12 +352,44 @@ func (a *benchAgents) waitConverged(ctx context.Context, start time.Time, lo, hi
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("join: %d of %d agents still miss members after %s", left, hi, time.Since(start).Round(time.Second))
 		}
+		if time.Since(lastResync) > resyncEvery {
+			for i, d := range done {
+				if !d {
+					a.resyncs++
+					go a.nodes[i].Join([]string{a.seeds[i%len(a.seeds)]})
+				}
+			}
+			lastResync = time.Now()
+		}
 		if time.Since(lastLog) > 10*time.Second {
-			fmt.Fprintf(a.log, "joining: %d agents, %d converged, after %s\n", hi, hi-left, time.Since(start).Round(time.Second))
+			fmt.Fprintf(a.log, "joining: %d agents, %d converged, after %s%s\n", hi, hi-left,
+				time.Since(start).Round(time.Second), a.straggler(done, hi))
 			lastLog = time.Now()
 		}
 		sleepCtx(ctx, every)
 	}
+}
+
+// straggler describes the first of the first hi agents not done: the
+// members it does not list alive, as its catalog and its serf see them.
+func (a *benchAgents) straggler(done []bool, hi int) string {
+	for i, d := range done {
+		if d {
+			continue
+		}
+		seen := make(map[string]string)
+		for _, m := range a.nodes[i].Members() {
+			seen[m.Name] = m.Status.String()
+		}
+		var missing []string
+		for _, name := range a.names[:hi] {
+			if m, ok := a.nodes[i].Catalog().Member(name); !ok || m.Status != gossip.StatusAlive {
+				missing = append(missing, fmt.Sprintf("%s (catalog %s, serf %s)", name, m.Status, cmp.Or(seen[name], "unknown")))
+			}
+		}
+		return fmt.Sprintf("; %s misses %s", a.names[i], strings.Join(missing, ", "))
+	}
+	return ""
 }
 
 func aliveCount(c *gossip.Catalog) int {
@@ -494,19 +528,19 @@ func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoa
 	return ctx.Err()
 }
 
-// traffic returns the bytes all agents sent so far: memberlist's and the
-// catalog path's.
-func (a *benchAgents) traffic() (memberlist, catalog uint64) {
+// traffic returns the bytes all agents sent so far: memberlist's over UDP
+// and TCP, and the catalog path's.
+func (a *benchAgents) traffic() (udp, tcp, catalog uint64) {
 	for _, c := range a.nodes {
 		catalog += c.Stats().BytesOut
 	}
-	return a.sent.n.Load(), catalog
+	return a.sent.udp.Load(), a.sent.tcp.Load(), catalog
 }
 
 // measureTraffic counts the traffic of a window of length d, while services
 // change at rate per second across the cluster (none: idle).
 func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate float64) (trafficWindow, error) {
-	ml0, cat0 := a.traffic()
+	udp0, tcp0, cat0 := a.traffic()
 	cpu0, t0 := cpuTime(), time.Now()
 	if rate == 0 {
 		sleepCtx(ctx, d)
@@ -523,8 +557,9 @@ func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate 
 		}
 		sleepCtx(ctx, time.Until(t0.Add(d)))
 	}
-	ml1, cat1 := a.traffic()
-	return trafficWindow{n: len(a.nodes), d: time.Since(t0), memberlist: ml1 - ml0, catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
+	udp1, tcp1, cat1 := a.traffic()
+	return trafficWindow{n: len(a.nodes), d: time.Since(t0), udp: udp1 - udp0, tcp: tcp1 - tcp0,
+		catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
 }
 
 // measureKill shuts agent victim down without leaving, as a crash would,
