@@ -92,6 +92,16 @@ func (c *Catalog) Version(owner string) uint64 {
 	return 0
 }
 
+// floor returns the floor of owner's catalog held here (0: none).
+func (c *Catalog) floor(owner string) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if o := c.owners[owner]; o != nil {
+		return o.floor
+	}
+	return 0
+}
+
 // apply merges a delta received from a peer. Deltas about the local agent
 // are ignored: it is the only writer of its own services.
 func (c *Catalog) apply(d *Delta) applyResult {
@@ -264,8 +274,8 @@ func (c *Catalog) Services() map[string][]string {
 	defer c.mu.RUnlock()
 	seen := make(map[string]map[string]bool)
 	for owner, o := range c.owners {
-		if _, ok := c.members[owner]; !ok {
-			continue
+		if m, ok := c.members[owner]; !ok || (owner != c.local && m.CatalogFloor() > o.version) {
+			continue // not a member, or a previous life of one (see instances)
 		}
 		for _, s := range o.services() {
 			tags := seen[s.Name]
@@ -314,6 +324,12 @@ func (c *Catalog) instances(keep func(owner string, s *Service) bool) []Instance
 		m, ok := c.members[owner]
 		if !ok {
 			continue // not (or no longer) a member: nothing to attach it to
+		}
+		if owner != c.local && m.CatalogFloor() > o.version {
+			// The owner came back with a wiped data dir: what we hold is its
+			// previous life, never to be shown as alive. The pull that its
+			// tags started replaces it in a moment.
+			continue
 		}
 		for _, r := range o.records {
 			if r.Deleted || r.Service == nil || !keep(owner, r.Service) {

@@ -205,6 +205,7 @@ func (c *Cluster) tags() map[string]string {
 	tags[TagNodeID] = c.cfg.NodeID
 	tags[TagRPC] = c.rpcAddr
 	tags[TagVersion] = strconv.FormatUint(c.catalog.Version(c.cfg.NodeName), 10)
+	tags[TagFloor] = strconv.FormatUint(c.catalog.floor(c.cfg.NodeName), 10)
 	return tags
 }
 

@@ -40,6 +40,7 @@ const (
 	TagDatacenter = "dc"
 	TagNodeID     = "id"
 	TagVersion    = "v"   // catalog version, decimal
+	TagFloor      = "f"   // catalog floor: where the owner's history begins
 	TagRPC        = "rpc" // node-to-node catalog address, host:port
 	TagHTTP       = "http"
 	TagRole       = "role"
@@ -66,6 +67,14 @@ func (m Member) NodeID() string { return m.Tags[TagNodeID] }
 // CatalogVersion is the catalog version the member last advertised.
 func (m Member) CatalogVersion() uint64 {
 	v, _ := strconv.ParseUint(m.Tags[TagVersion], 10, 64)
+	return v
+}
+
+// CatalogFloor is the floor the member last advertised: a replica older
+// than it belongs to a previous life of the member (a wiped data dir) and
+// must not be shown.
+func (m Member) CatalogFloor() uint64 {
+	v, _ := strconv.ParseUint(m.Tags[TagFloor], 10, 64)
 	return v
 }
 

@@ -126,16 +126,17 @@ func (a *Agent) Start() (err error) {
 			return err
 		}
 	}
-	if err = a.cluster.Start(); err != nil {
-		if a.proxy != nil {
-			a.proxy.Shutdown(context.Background())
-		}
-		return err
-	}
+	// The local catalog is published before gossip starts, so that the
+	// first tags peers see carry its version and floor: a restart with a
+	// wiped data dir is then recognized at once, never shown alive with
+	// the services of its previous life.
 	a.reg.publish = a.cluster.Publish
 	a.checks = newCheckManager(a, a.log)
 	a.reg.committed = a.checks.sync
-	if err = a.reg.bump(); err != nil {
+	if err = a.reg.bump(); err == nil {
+		err = a.cluster.Start()
+	}
+	if err != nil {
 		a.checks.shutdown()
 		a.cluster.Shutdown()
 		if a.proxy != nil {
