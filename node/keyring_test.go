@@ -197,6 +197,8 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	}
 	defer stopAll()
 
+	// Not a wait for a condition: each rotation step is taken while the
+	// registrations above keep flowing for a while, which is the point.
 	settle := func() { time.Sleep(300 * time.Millisecond) }
 	settle()
 	keyringOp(t, as[0], "POST", k2)
