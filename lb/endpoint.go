@@ -2,11 +2,11 @@ package lb
 
 import (
 	"math"
-
-	"github.com/valyala/fasthttp"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // endpoint is the proxy's state for one instance: what the view says about
@@ -14,6 +14,8 @@ import (
 type endpoint struct {
 	id   string
 	addr string
+	// connectTimeout bounds a connect to the instance.
+	connectTimeout time.Duration
 	// fc is the endpoint's pool of upstream HTTP/1.1 connections, made on
 	// first use.
 	fc atomic.Pointer[fasthttp.HostClient]
@@ -40,8 +42,8 @@ type endpoint struct {
 	lastEject time.Time
 }
 
-func newEndpoint(in Instance) *endpoint {
-	e := &endpoint{id: in.ID, addr: in.Addr}
+func newEndpoint(in Instance, connectTimeout time.Duration) *endpoint {
+	e := &endpoint{id: in.ID, addr: in.Addr, connectTimeout: connectTimeout}
 	e.weight.Store(int64(max(in.Weight, 1)))
 	return e
 }

@@ -10,19 +10,8 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
-
-// errNoInstance is returned when a service has no instance to send to.
-type errNoInstance struct{ service, tag string }
-
-func (e *errNoInstance) Error() string {
-	if e.tag != "" {
-		return fmt.Sprintf("no healthy instance of service %q with tag %q", e.service, e.tag)
-	}
-	return fmt.Sprintf("no healthy instance of service %q", e.service)
-}
 
 // httpHandler serves h2c (HTTP/2 cleartext) clients through net/http's
 // reverse proxy; HTTP/1.x takes the faster path in fast.go.
@@ -73,23 +62,19 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if service, tag, ok := route(r.Host, p.cfg.Domain); ok {
 		p.pool(service, tag).stats.errors.Add(1)
 	}
-	var noInst *errNoInstance
-	status := http.StatusBadGateway
-	switch {
-	case errors.As(err, &noInst):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.DeadlineExceeded):
-		status = http.StatusGatewayTimeout
-	case errors.Is(err, context.Canceled):
+	if errors.Is(err, context.Canceled) {
 		return // the client went away
+	}
+	status := statusOf(err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		status = http.StatusGatewayTimeout
 	}
 	p.log.Debug("proxy error", "host", r.Host, "path", r.URL.Path, "err", err)
 	http.Error(w, "shoal: "+strings.ReplaceAll(err.Error(), "\n", " "), status)
 }
 
-// forwarder is the proxy's RoundTripper: it picks an instance of the
-// routed service, forwards over pooled keep-alive connections and retries
-// on another instance when that is safe.
+// forwarder is the h2c path's RoundTripper: it runs the request loop with
+// net/http's transport making each try.
 type forwarder struct{ p *Proxy }
 
 func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -98,105 +83,69 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, fmt.Errorf("%q is not a service address", req.URL.Host)
 	}
-	began := time.Now()
-	pl := p.pool(service, tag)
-	snap := pl.current()
-	if len(snap.eps) == 0 {
-		return nil, &errNoInstance{service, tag}
+	c := p.newCall(p.pool(service, tag), service, tag, time.Now())
+	defer c.release()
+	if len(c.snap.eps) == 0 {
+		return nil, c.noInstance()
 	}
-	key := ""
-	if _, isHash := snap.policy.(*Hash); isHash {
-		key = hashKey(req, snap.hashKey)
+	if _, isHash := c.snap.policy.(*Hash); isHash {
+		c.key = hashKey(req, c.snap.hashKey)
 	}
+	x := &h2Exchange{p: p, req: req}
 	// The body is guarded so that a request whose body was not read yet (a
 	// failed connect) can be sent again; the transport must not close it.
-	var body *guardedBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &guardedBody{rc: req.Body}
-		defer body.rc.Close()
+		x.body = &guardedBody{rc: req.Body}
+		defer x.body.rc.Close()
 	}
-	var triedBuf [4]*endpoint
-	tried := triedBuf[:0]
-	for attempt := 0; ; attempt++ {
-		e := snap.pick(p, key, tried)
-		if e == nil {
-			return nil, &errNoInstance{service, tag}
-		}
-		out := *req
-		u := *req.URL
-		u.Host = e.addr
-		out.URL = &u
-		if body != nil {
-			out.Body = body
-		}
-		e.inflight.Add(1)
-		start := time.Now()
-		resp, err := p.transport.RoundTrip(&out)
-		if err == nil {
-			now := time.Now()
-			e.observeLatency(now.Sub(start), now.UnixNano())
-			pl.stats.latency.observe(now.Sub(began))
-			e.requests.Add(1)
-			if resp.StatusCode >= 500 && p.cfg.EjectAfter5xx > 0 {
-				snap.failed(p, e, p.cfg.EjectAfter5xx)
-			} else {
-				e.succeeded()
-			}
-			resp.Body = &inflightBody{rc: resp.Body, e: e}
-			return resp, nil
-		}
-		e.inflight.Add(-1)
-		dialErr := isDialError(err)
-		if dialErr || isReset(err) {
-			snap.failed(p, e, p.cfg.EjectAfterErrors)
-		}
-		tried = append(tried, e)
-		safe := dialErr && (body == nil || !body.read.Load())
-		if !safe && isIdempotent(req) && body == nil && !errors.Is(err, context.DeadlineExceeded) {
-			safe = true // nothing to replay; a reset before the response can be retried
-		}
-		free := (dialErr && !isNetTimeout(err)) || isWriteReset(err) // costs the instance nothing
-		if !safe || attempt >= p.cfg.MaxRetries || len(tried) == len(snap.eps) || req.Context().Err() != nil ||
-			(!free && !p.budget.allow(time.Now().UnixNano())) {
-			return nil, fmt.Errorf("%w (instance %s of %q)", err, e.addr, service)
-		}
-		p.metrics.retries.Add(1)
-		pl.stats.retries.Add(1)
+	c.idempotent = isIdempotentMethod(req.Method) || x.body == nil
+	e, err := p.forward(c, x)
+	if err != nil {
+		return nil, err
 	}
+	x.resp.Body = &inflightBody{rc: x.resp.Body, e: e}
+	return x.resp, nil
 }
 
-func isIdempotent(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return r.Body == nil || r.Body == http.NoBody
+// h2Exchange is the h2c side of a call: each try is a round trip on the
+// proxy's net/http transport, whose context carries the deadline.
+type h2Exchange struct {
+	p    *Proxy
+	req  *http.Request
+	body *guardedBody
+	resp *http.Response
 }
+
+func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
+	out := *x.req
+	u := *x.req.URL
+	u.Host = e.addr
+	out.URL = &u
+	if x.body != nil {
+		out.Body = x.body
+	}
+	resp, err := x.p.transport.RoundTrip(&out)
+	if err != nil {
+		if ctxErr := x.req.Context().Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			err = fmt.Errorf("%w (%w)", err, ctxErr) // the caller is gone or out of time
+		}
+		if isDialError(err) {
+			err = &dialError{err}
+		}
+		return 0, err
+	}
+	x.resp = resp
+	return resp.StatusCode, nil
+}
+
+func (x *h2Exchange) bodyTouched() bool { return x.body != nil && x.body.read.Load() }
+
+func (x *h2Exchange) replayable() bool { return x.body == nil }
 
 // isDialError reports a failure to connect: nothing was sent.
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// isTimeout reports a timeout, which may mean an overloaded instance.
-func isNetTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// isWriteReset reports a connection the instance reset while the request
-// was still being written: the instance is gone and processed nothing.
-func isWriteReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "write" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
-}
-
-// isReset reports a connection that broke before the response headers.
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		(errors.As(err, &op) && (op.Op == "read" || op.Op == "write"))
 }
 
 // hashKey extracts the hash policy's key from a request.

@@ -48,7 +48,7 @@ func counts(t testing.TB, p *Proxy, s *snapshot, n int) []int {
 	}
 	c := make([]int, len(s.eps))
 	for range n {
-		e := s.pick(p, "", nil)
+		e := s.pick(p, new(selection), "", nil)
 		if e == nil {
 			t.Fatal("pick returned nil")
 		}
@@ -83,7 +83,7 @@ func TestRoundRobinUniformIsExact(t *testing.T) {
 	// Strict rotation: each endpoint once in every window of 3.
 	var seq []*endpoint
 	for range 30 {
-		seq = append(seq, s.pick(p, "", nil))
+		seq = append(seq, s.pick(p, new(selection), "", nil))
 	}
 	for i := 3; i < len(seq); i++ {
 		if seq[i] != seq[i-3] {
@@ -103,7 +103,7 @@ func TestRoundRobinSmoothWeighted(t *testing.T) {
 	got := make([]int, 3)
 	run, longest, last := 0, 0, -1
 	for range 6 * cycles {
-		i := index[s.pick(p, "", nil)]
+		i := index[s.pick(p, new(selection), "", nil)]
 		got[i]++
 		if i == last {
 			run++
@@ -196,7 +196,7 @@ func TestEWMAPrefersLowerLatency(t *testing.T) {
 }
 
 func TestEWMAPeakAndDecay(t *testing.T) {
-	e := newEndpoint(Instance{ID: "a", Addr: "x", Weight: 1})
+	e := newEndpoint(Instance{ID: "a", Addr: "x", Weight: 1}, time.Second)
 	now := time.Now().UnixNano()
 	e.observeLatency(10*time.Millisecond, now)
 	e.observeLatency(100*time.Millisecond, now+int64(time.Millisecond))
@@ -221,7 +221,7 @@ func hashPicks(t testing.TB, p *Proxy, s *snapshot, keys int) map[string]string 
 	out := make(map[string]string, keys)
 	for k := range keys {
 		key := "user-" + strconv.Itoa(k)
-		e := s.pick(p, key, nil)
+		e := s.pick(p, new(selection), key, nil)
 		if e == nil {
 			t.Fatal("hash pick returned nil")
 		}
@@ -321,17 +321,17 @@ func TestPoliciesSkip(t *testing.T) {
 			a, b, c := s.eps[0], s.eps[1], s.eps[2]
 			for i := range 300 {
 				key := strconv.Itoa(i)
-				if e := s.pick(p, key, []*endpoint{a, c}); e != b {
+				if e := s.pick(p, new(selection), key, []*endpoint{a, c}); e != b {
 					t.Fatalf("tried a and c: picked %v, want b", id(e))
 				}
-				if e := s.pick(p, key, []*endpoint{b}); e == b || e == nil {
+				if e := s.pick(p, new(selection), key, []*endpoint{b}); e == b || e == nil {
 					t.Fatalf("tried b: picked %v", id(e))
 				}
 			}
 
 			c.ejectedUntil.Store(time.Now().Add(time.Hour).UnixNano())
 			for i := range 300 {
-				if e := s.pick(p, strconv.Itoa(i), nil); e == c || e == nil {
+				if e := s.pick(p, new(selection), strconv.Itoa(i), nil); e == c || e == nil {
 					t.Fatalf("picked %v with c ejected", id(e))
 				}
 			}
@@ -339,7 +339,7 @@ func TestPoliciesSkip(t *testing.T) {
 			c.ejectedUntil.Store(time.Now().Add(-time.Second).UnixNano())
 			seen := false
 			for i := range 300 {
-				seen = seen || s.pick(p, strconv.Itoa(i), nil) == c
+				seen = seen || s.pick(p, new(selection), strconv.Itoa(i), nil) == c
 			}
 			if !seen {
 				t.Fatal("endpoint never picked after its ejection ended")
@@ -347,7 +347,7 @@ func TestPoliciesSkip(t *testing.T) {
 
 			b.inflight.Store(2) // at the cap
 			for i := range 300 {
-				if e := s.pick(p, strconv.Itoa(i), nil); e == b || e == nil {
+				if e := s.pick(p, new(selection), strconv.Itoa(i), nil); e == b || e == nil {
 					t.Fatalf("picked %v with b at MaxRequestsPerInstance", id(e))
 				}
 			}
@@ -358,7 +358,7 @@ func TestPoliciesSkip(t *testing.T) {
 			c.inflight.Store(1)
 			seen = false
 			for i := range 300 {
-				seen = seen || s.pick(p, strconv.Itoa(i), nil) == b
+				seen = seen || s.pick(p, new(selection), strconv.Itoa(i), nil) == b
 			}
 			if !seen {
 				t.Fatal("endpoint under the cap never picked")
@@ -381,14 +381,14 @@ func TestPanicMode(t *testing.T) {
 			s.eps[1].ejectedUntil.Store(until)
 			s.eps[2].inflight.Store(1)
 			for i := range 100 {
-				if s.pick(p, strconv.Itoa(i), nil) == nil {
+				if s.pick(p, new(selection), strconv.Itoa(i), nil) == nil {
 					t.Fatal("nothing picked with every endpoint out")
 				}
 			}
-			if e := s.pick(p, "k", []*endpoint{s.eps[0], s.eps[2]}); e != s.eps[1] {
+			if e := s.pick(p, new(selection), "k", []*endpoint{s.eps[0], s.eps[2]}); e != s.eps[1] {
 				t.Fatalf("panic pick = %v, want the one untried endpoint", id(e))
 			}
-			if e := s.pick(p, "k", s.eps); e != nil {
+			if e := s.pick(p, new(selection), "k", s.eps); e != nil {
 				t.Fatalf("all tried: picked %v, want nil", id(e))
 			}
 		})
@@ -397,7 +397,7 @@ func TestPanicMode(t *testing.T) {
 
 func TestPickEmptyPool(t *testing.T) {
 	p, _, s := policyPool(t, testConfig(), PolicyRoundRobin)
-	if e := s.pick(p, "", nil); e != nil {
+	if e := s.pick(p, new(selection), "", nil); e != nil {
 		t.Fatalf("empty pool picked %v", id(e))
 	}
 }

@@ -73,7 +73,7 @@ func (pl *pool) build(gen uint64) *snapshot {
 		seen[in.ID] = true
 		e := pl.byID[in.ID]
 		if e == nil || e.addr != in.Addr {
-			e = newEndpoint(in)
+			e = newEndpoint(in, pl.p.cfg.ConnectTimeout)
 			pl.byID[in.ID] = e
 		}
 		e.weight.Store(int64(max(in.Weight, 1)))
@@ -100,18 +100,19 @@ func (pl *pool) build(gen uint64) *snapshot {
 	return s
 }
 
-// pick selects an endpoint for a request. When every endpoint is ejected or
-// saturated it ignores passive health rather than failing ("panic mode"):
-// the view still says they are healthy.
-func (s *snapshot) pick(p *Proxy, key string, tried []*endpoint) *endpoint {
+// pick selects an endpoint for a request, using sel as scratch space (the
+// request loop's, so that picking allocates nothing). When every endpoint is
+// ejected or saturated it ignores passive health rather than failing
+// ("panic mode"): the view still says they are healthy.
+func (s *snapshot) pick(p *Proxy, sel *selection, key string, tried []*endpoint) *endpoint {
 	if len(s.eps) == 0 {
 		return nil
 	}
-	sel := selection{
+	*sel = selection{
 		eps: s.eps, cum: s.cum, uniform: s.uniform, now: time.Now().UnixNano(),
 		maxInflight: int64(p.cfg.MaxRequestsPerInstance), tried: tried, key: key,
 	}
-	if e := s.policy.Select(&sel); e != nil {
+	if e := s.policy.Select(sel); e != nil {
 		return e
 	}
 	for _, e := range s.eps {

@@ -2,10 +2,10 @@ package lb
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // tcpUpstream is the local L4 listener of one service.
@@ -35,7 +35,7 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			defer conn.Close()
 			p.metrics.connections.Add(1)
 			pl.stats.connections.Add(1)
-			up, e, err := p.dial(pl, clientIP(conn.RemoteAddr().String()))
+			up, e, err := p.connect(pl, u.service, "", clientIP(conn.RemoteAddr().String()))
 			if err != nil {
 				p.metrics.errors.Add(1)
 				pl.stats.errors.Add(1)
@@ -52,42 +52,37 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 	}
 }
 
-// dial connects to an instance of the pool's service, trying others when a
-// connect fails. The endpoint's in-flight count is raised for the caller.
-func (p *Proxy) dial(pl *pool, key string) (net.Conn, *endpoint, error) {
-	snap := pl.current()
-	if len(snap.eps) == 0 {
-		return nil, nil, &errNoInstance{pl.service, pl.tag}
+// connect connects to an instance of the pool's service through the
+// request loop, trying others when a connect fails. The endpoint's
+// in-flight count is raised for the caller. key is the hash policy's key.
+func (p *Proxy) connect(pl *pool, service, tag, key string) (net.Conn, *endpoint, error) {
+	c := p.newCall(pl, service, tag, time.Now())
+	defer c.release()
+	c.key = key
+	var x tcpExchange
+	e, err := p.forward(c, &x)
+	if err != nil {
+		return nil, nil, err
 	}
-	var triedBuf [4]*endpoint
-	tried := triedBuf[:0]
-	var lastErr error
-	for attempt := 0; attempt <= p.cfg.MaxRetries; attempt++ {
-		e := snap.pick(p, key, tried)
-		if e == nil {
-			break
-		}
-		e.inflight.Add(1)
-		conn, err := upstreamDialer(p.cfg.ConnectTimeout).Dial("tcp", e.addr)
-		if err == nil {
-			e.succeeded()
-			e.requests.Add(1)
-			return conn, e, nil
-		}
-		e.inflight.Add(-1)
-		snap.failed(p, e, p.cfg.EjectAfterErrors)
-		tried = append(tried, e)
-		lastErr = err
-		if attempt > 0 {
-			p.metrics.retries.Add(1)
-			pl.stats.retries.Add(1)
-		}
-	}
-	if lastErr == nil {
-		return nil, nil, &errNoInstance{pl.service, pl.tag}
-	}
-	return nil, nil, fmt.Errorf("service %q: %w", pl.service, lastErr)
+	return x.conn, e, nil
 }
+
+// tcpExchange is the TCP side of a call: a try is a connect, and a
+// connection that was made is the answer.
+type tcpExchange struct{ conn net.Conn }
+
+func (x *tcpExchange) try(e *endpoint, _ time.Time) (int, error) {
+	conn, err := upstreamDialer(e.connectTimeout).Dial("tcp", e.addr)
+	if err != nil {
+		return 0, &dialError{err}
+	}
+	x.conn = conn
+	return 0, nil
+}
+
+func (x *tcpExchange) bodyTouched() bool { return false }
+
+func (x *tcpExchange) replayable() bool { return false }
 
 // pipe copies both ways until both sides are done, passing half-closes on:
 // when one side stops sending, the other side's write half is closed. On
