@@ -108,8 +108,10 @@ func TestProxyResetBeforeHeadersRetriedForGET(t *testing.T) {
 			t.Fatalf("%d of 300 GETs failed", failed)
 		}
 		// Every request that met the resetter was retried once, elsewhere.
+		// Its retry takes the next turn of the round robin, so about a
+		// quarter of the requests meet it (75 when they run one at a time).
 		st := p.Stats()
-		if st.Ejections != 0 || st.Retries < 90 || st.Retries != uint64(bs[0].hits.Load()) {
+		if st.Ejections != 0 || st.Retries < 50 || st.Retries != uint64(bs[0].hits.Load()) {
 			t.Fatalf("stats = %+v, resetting backend saw %d: want one retry per reset, no ejection", st, bs[0].hits.Load())
 		}
 	})
