@@ -41,6 +41,7 @@ type Catalog struct {
 	left    map[string]uint64
 	index   uint64
 	changed chan struct{}
+	svcs    serviceIndex // instances by service, with per-service generations
 
 	// indexNow mirrors index for lock-free reads on hot paths (the proxy
 	// checks it on every request).
@@ -55,6 +56,7 @@ func newCatalog(local string, now func() time.Time) *Catalog {
 		members: make(map[string]*Member),
 		left:    make(map[string]uint64),
 		changed: make(chan struct{}),
+		svcs:    newServiceIndex(),
 	}
 	c.index = NextVersion(0, now())
 	c.indexNow.Store(c.index)
@@ -131,11 +133,7 @@ func (c *Catalog) applyFrom(d *Delta) (applyResult, uint64) {
 		c.owners[d.Owner] = o
 	}
 	prev := o.version
-	res := o.apply(d)
-	if res == applyApplied {
-		c.bumpLocked()
-	}
-	return res, prev
+	return c.applyOwnerLocked(d.Owner, o, d), prev
 }
 
 // publishLocal installs the local agent's own catalog. It reports the version
@@ -157,10 +155,9 @@ func (c *Catalog) publishLocal(d *Delta) (prev uint64, ok bool) {
 		// so that replicas of a previous life are replaced whole.
 		d.Since = d.Version
 	}
-	if o.apply(d) != applyApplied {
+	if c.applyOwnerLocked(c.local, o, d) != applyApplied {
 		return prev, false
 	}
-	c.bumpLocked()
 	return prev, true
 }
 
@@ -192,19 +189,26 @@ func (c *Catalog) versions() map[string]uint64 {
 func (c *Catalog) setMember(m Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur, ok := c.members[m.Name]; ok && sameMember(cur, &m) {
+	cur, known := c.members[m.Name]
+	if known && sameMember(cur, &m) {
 		return
 	}
 	c.members[m.Name] = &m
+	c.bumpLocked()
 	if m.Status == StatusLeft && m.Name != c.local {
 		if o := c.owners[m.Name]; o != nil {
 			c.left[m.Name] = o.version
+			c.forgetOwnerLocked(m.Name, o)
 			delete(c.owners, m.Name)
 		}
-	} else if m.Status == StatusAlive {
+		return
+	}
+	if m.Status == StatusAlive {
 		delete(c.left, m.Name)
 	}
-	c.bumpLocked()
+	if !known || cur.Status != m.Status || cur.Port != m.Port || !cur.Addr.Equal(m.Addr) || cur.CatalogFloor() != m.CatalogFloor() {
+		c.touchOwnerLocked(m.Name) // what its instances show changed
+	}
 }
 
 // removeMember forgets a member that serf reaped, with its services.
@@ -214,12 +218,13 @@ func (c *Catalog) removeMember(name string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.bumpLocked()
 	if o := c.owners[name]; o != nil {
 		c.left[name] = o.version
+		c.forgetOwnerLocked(name, o)
 	}
 	delete(c.owners, name)
 	delete(c.members, name)
-	c.bumpLocked()
 }
 
 func sameMember(a, b *Member) bool {
@@ -301,9 +306,12 @@ func (c *Catalog) Services() map[string][]string {
 }
 
 // Instances returns the instances of the named service, ordered by node and
-// service ID.
+// service ID. It reads the service index: its cost grows with the service's
+// instances, not with the catalog.
 func (c *Catalog) Instances(name string) []Instance {
-	return c.instances(func(_ string, s *Service) bool { return s.Name == name })
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.indexedInstancesLocked(name)
 }
 
 // NodeInstances returns the instances owned by the named node.
@@ -322,13 +330,7 @@ func (c *Catalog) instances(keep func(owner string, s *Service) bool) []Instance
 	var out []Instance
 	for owner, o := range c.owners {
 		m, ok := c.members[owner]
-		if !ok {
-			continue // not (or no longer) a member: nothing to attach it to
-		}
-		if owner != c.local && m.CatalogFloor() > o.version {
-			// The owner came back with a wiped data dir: what we hold is its
-			// previous life, never to be shown as alive. The pull that its
-			// tags started replaces it in a moment.
+		if !ok || !c.visibleLocked(owner, o, m) {
 			continue
 		}
 		for _, r := range o.records {
@@ -338,11 +340,14 @@ func (c *Catalog) instances(keep func(owner string, s *Service) bool) []Instance
 			out = append(out, Instance{Node: *m, Service: r.Service, Version: r.Version})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Node.Name != out[j].Node.Name {
-			return out[i].Node.Name < out[j].Node.Name
-		}
-		return out[i].Service.ID < out[j].Service.ID
-	})
+	sortInstances(out)
 	return out
+}
+
+// visibleLocked reports whether owner's records are shown. A replica older
+// than the owner's floor is a previous life of an owner that came back with
+// a wiped data dir, never to be shown as alive; the pull that its tags
+// started replaces it in a moment. Call with mu held.
+func (c *Catalog) visibleLocked(owner string, o *ownerState, m *Member) bool {
+	return owner == c.local || m.CatalogFloor() <= o.version
 }

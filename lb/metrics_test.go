@@ -8,7 +8,7 @@ import (
 // metricsTestView is an empty view: these tests drive the counters directly.
 type metricsTestView struct{}
 
-func (metricsTestView) Generation() uint64          { return 1 }
+func (metricsTestView) Generation(string) uint64    { return 1 }
 func (metricsTestView) Instances(string) []Instance { return nil }
 
 func TestHistogramBuckets(t *testing.T) {

@@ -42,7 +42,7 @@ func newPool(p *Proxy, service, tag string) *pool {
 // current returns the snapshot for the view's current generation,
 // refreshing it first when the view moved on.
 func (pl *pool) current() *snapshot {
-	gen := pl.p.view.Generation()
+	gen := pl.p.view.Generation(pl.service)
 	if s := pl.snap.Load(); s != nil && s.gen == gen {
 		return s
 	}

@@ -17,12 +17,16 @@ type Instance struct {
 
 // View is the proxy's window on the catalog.
 //
-// Generation must be cheap (an atomic load): the proxy calls it on every
-// request and only calls Instances when it changed. Instances returns the
-// instances of a service that may take traffic now: passing or warning,
-// not in maintenance, on a live node. Both must be safe for concurrent use
-// and must never block; the returned slice is owned by the proxy.
+// Generation returns a number that changes whenever the instances of the
+// service change, and only then, so that a change to one service never
+// rebuilds another's pool. It must be cheap (a map read, an atomic load):
+// the proxy calls it on every request and calls Instances only when it
+// moved. Instances returns the instances of a service that may take
+// traffic now: passing or warning, not in maintenance, on a live node; it
+// should cost in proportion to that service's instances, not to the whole
+// catalog. Both must be safe for concurrent use and must never block; the
+// returned slice is owned by the proxy.
 type View interface {
-	Generation() uint64
+	Generation(service string) uint64
 	Instances(service string) []Instance
 }

@@ -4,34 +4,38 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 )
 
-// fakeView is a View whose instances tests set. Every Set bumps the
-// generation, the way the agent's view changes with the catalog index.
-// It is safe for concurrent use.
+// fakeView is a View whose instances tests set. Every Set starts a new
+// generation of that service, the way the catalog's per-service
+// generations move. It is safe for concurrent use.
 type fakeView struct {
-	gen atomic.Uint64
-
-	mu       sync.Mutex // guards services
+	mu       sync.Mutex // guards the fields below
+	gen      uint64     // the last generation handed out
+	gens     map[string]uint64
 	services map[string][]Instance
 }
 
 func newFakeView() *fakeView {
-	return &fakeView{services: make(map[string][]Instance)}
+	return &fakeView{gens: make(map[string]uint64), services: make(map[string][]Instance)}
 }
 
-// Set replaces the instances of a service and starts a new generation.
+// Set replaces the instances of a service and starts a new generation of it.
 func (v *fakeView) Set(service string, instances ...Instance) {
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	v.services[service] = slices.Clone(instances)
-	v.mu.Unlock()
-	v.gen.Add(1)
+	v.gen++
+	v.gens[service] = v.gen
 }
 
 // Generation implements View.
-func (v *fakeView) Generation() uint64 { return v.gen.Load() }
+func (v *fakeView) Generation(service string) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.gens[service]
+}
 
 // Instances implements View. The caller owns the returned slice.
 func (v *fakeView) Instances(service string) []Instance {
@@ -49,9 +53,9 @@ var _ View = (*fakeView)(nil)
 
 func TestFakeViewGenerations(t *testing.T) {
 	v := newFakeView()
-	g0 := v.Generation()
+	g0 := v.Generation("web")
 	v.Set("web", Instance{ID: "a", Addr: "127.0.0.1:1"})
-	if v.Generation() == g0 {
+	if v.Generation("web") == g0 {
 		t.Fatal("Set did not start a new generation")
 	}
 	got := v.Instances("web")

@@ -16,8 +16,9 @@ type lbView struct {
 	cat *gossip.Catalog
 }
 
-// Generation implements lb.View: the catalog index changes with any change.
-func (v lbView) Generation() uint64 { return v.cat.Index() }
+// Generation implements lb.View: the service's own generation in the
+// catalog, which no other service's change moves.
+func (v lbView) Generation(service string) uint64 { return v.cat.ServiceGeneration(service) }
 
 // Instances implements lb.View.
 func (v lbView) Instances(service string) []lb.Instance {
