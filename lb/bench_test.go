@@ -142,3 +142,45 @@ func fastBackend(b *testing.B) string {
 	b.Cleanup(func() { srv.Shutdown() })
 	return ln.Addr().String()
 }
+
+// BenchmarkProxyFastHTTPChurn is BenchmarkProxyFastHTTP while 100 other
+// services change every second, as in a large, busy cluster: the web
+// pool's generation does not move, so its requests never rebuild it.
+func BenchmarkProxyFastHTTPChurn(b *testing.B) {
+	be := fastBackend(b)
+	v := newFakeView()
+	v.Set("web", inst("a", be))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				v.Set(fmt.Sprintf("other-%d", i%1000), inst("x", "127.0.0.1:1"))
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-done })
+	p := startProxy(b, testConfig(), v)
+	hc := &fasthttp.HostClient{Addr: p.HTTPAddr(), MaxConns: 1024}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("/")
+		req.Header.SetHost("web")
+		for pb.Next() {
+			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+				b.Errorf("status %d, err %v", resp.StatusCode(), err)
+				return
+			}
+		}
+	})
+}

@@ -83,6 +83,10 @@ func TestPoolFollowsView(t *testing.T) {
 	if pl.current() != s1 {
 		t.Fatal("snapshot rebuilt without a generation change")
 	}
+	v.Set("db", inst("d", "127.0.0.1:5"))
+	if pl.current() != s1 {
+		t.Fatal("snapshot of web rebuilt for a change to db")
+	}
 	a := s1.eps[0]
 	a.inflight.Store(7)
 
