@@ -40,7 +40,6 @@ func newApp() *cli.App {
 			infoCommand(),
 			versionCommand(),
 			maintCommand(),
-			benchCommand(),
 			keygenCommand(),
 			keyringCommand(),
 			demoCommand(),

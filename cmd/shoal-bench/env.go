@@ -15,20 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/urfave/cli/v2"
 )
-
-func benchCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "bench",
-		Usage: "measure Shoal against its anchors on this machine and print a table",
-		Subcommands: []*cli.Command{
-			benchProxyCommand(),
-			benchClusterCommand(),
-		},
-	}
-}
 
 // benchEnv owns the processes and files of one benchmark run.
 type benchEnv struct {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	nethttp "net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,13 +27,18 @@ direct to one backend, nginx and HAProxy proxying to the 3 backends, Shoal's
 HTTP proxy (a real "shoal agent" process), and the TCP path of HAProxy (mode
 tcp) and Shoal (--upstream). Every target runs --rounds times, interleaved,
 and the table shows medians. Needs the Debian packages wrk, nginx-light (or
-nginx) and haproxy.`,
+nginx) and haproxy.
+
+--shoal names the shoal binary to run; repeat it as LABEL=PATH to compare
+builds side by side in the same run (e.g. before=/tmp/shoal-old
+after=./shoal).`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each wrk run"},
 			&cli.IntFlag{Name: "threads", Value: 2, Usage: "wrk threads"},
 			&cli.IntFlag{Name: "connections", Value: 64, Usage: "wrk connections"},
 			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "runs per target; medians are reported"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "nginx workers and HAProxy threads of the proxies (Shoal uses GOMAXPROCS)"},
+			&cli.StringSliceFlag{Name: "shoal", Usage: "shoal binary as `PATH or LABEL=PATH`, repeatable (default: shoal beside this binary, else in $PATH)"},
 		},
 		Action: runBenchProxy,
 	}
@@ -55,7 +62,7 @@ func runBenchProxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	shoals, err := shoalBinaries(c.StringSlice("shoal"))
 	if err != nil {
 		return err
 	}
@@ -65,13 +72,12 @@ func runBenchProxy(c *cli.Context) error {
 	}
 	defer env.close()
 
-	ports, err := benchPorts(12)
+	ports, err := benchPorts(6)
 	if err != nil {
 		return err
 	}
 	backends := ports[0:3]
 	nginxPort, haHTTP, haTCP := ports[3], ports[4], ports[5]
-	gossipPort, apiPort, proxyPort, shoalTCP := ports[6], ports[8], ports[9], ports[10]
 	workers := c.Int("workers")
 
 	backendProc, err := startNginx(env, nginx, "backends", 1, nginxBackends(env.dir, backends))
@@ -97,48 +103,30 @@ func runBenchProxy(c *cli.Context) error {
 		}
 		haPids[mode.mode] = proc.Process.Pid
 	}
-	shoalProc, err := env.start(self, "agent", "--dev", "--node", "bench", "--log-level", "warn",
-		"--bind", fmt.Sprintf("127.0.0.1:%d", gossipPort),
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", apiPort),
-		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort),
-		"--upstream", fmt.Sprintf("web=127.0.0.1:%d", shoalTCP),
-		"--lb-policy", "round_robin")
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(c.Context, 20*time.Second)
+	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 	defer cancel()
-	for _, p := range append(append([]int{}, backends...), nginxPort, haHTTP, haTCP, apiPort, proxyPort, shoalTCP) {
+	for _, p := range append(append([]int{}, backends...), nginxPort, haHTTP, haTCP) {
 		if err := waitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
 			return err
 		}
 	}
-	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-	for i, p := range backends {
-		body, _ := json.Marshal(map[string]any{"ID": fmt.Sprintf("web-%d", i+1), "Name": "web", "Address": "127.0.0.1", "Port": p})
-		req, _ := http.NewRequest(http.MethodPut, api+"/v1/agent/service/register", bytes.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
+	var shoalHTTP, shoalTCP []benchTarget
+	for _, sb := range shoals {
+		http, tcp, err := startShoalProxy(ctx, env, sb, backends)
 		if err != nil {
-			return fmt.Errorf("register backend: %w", err)
+			return err
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("register backend: %s", resp.Status)
-		}
-	}
-	proxyURL := fmt.Sprintf("http://127.0.0.1:%d/", proxyPort)
-	if err := waitProxy(ctx, proxyURL, "web", 3); err != nil {
-		return err
+		shoalHTTP, shoalTCP = append(shoalHTTP, http), append(shoalTCP, tcp)
 	}
 
 	targets := []benchTarget{
 		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid},
 		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid},
 		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"]},
-		{"shoal", proxyURL, "web", shoalProc.Process.Pid},
-		{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"]},
-		{"shoal tcp", fmt.Sprintf("http://127.0.0.1:%d/", shoalTCP), "", shoalProc.Process.Pid},
 	}
+	targets = append(targets, shoalHTTP...)
+	targets = append(targets, benchTarget{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"]})
+	targets = append(targets, shoalTCP...)
 	d, threads, conns, rounds := c.Duration("duration"), c.Int("threads"), c.Int("connections"), c.Int("rounds")
 	fmt.Fprintf(c.App.ErrWriter, "wrk -t%d -c%d -d%s, %d rounds, %d targets: about %s\n",
 		threads, conns, d, rounds, len(targets), (time.Duration(rounds*len(targets)) * (d + time.Second)).Round(time.Second))
@@ -167,7 +155,7 @@ func runBenchProxy(c *cli.Context) error {
 	for _, t := range targets {
 		r := med[t.name]
 		base := med["haproxy"]
-		if strings.HasSuffix(t.name, "tcp") {
+		if strings.Contains(t.name, " tcp") {
 			base = med["haproxy tcp"]
 		}
 		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
@@ -177,17 +165,116 @@ func runBenchProxy(c *cli.Context) error {
 	return w.Flush()
 }
 
+// shoalBinary is one build of shoal to measure.
+type shoalBinary struct{ label, path string }
+
+// shoalBinaries reads the --shoal values: PATH or LABEL=PATH.
+func shoalBinaries(specs []string) ([]shoalBinary, error) {
+	if len(specs) == 0 {
+		path, err := defaultShoal()
+		if err != nil {
+			return nil, err
+		}
+		return []shoalBinary{{path: path}}, nil
+	}
+	var out []shoalBinary
+	labels := map[string]bool{}
+	for _, spec := range specs {
+		label, path, ok := strings.Cut(spec, "=")
+		if !ok {
+			label, path = "", spec
+		}
+		if len(specs) > 1 && label == "" {
+			return nil, fmt.Errorf("--shoal %q: label each binary (LABEL=PATH) when comparing several", spec)
+		}
+		if labels[label] {
+			return nil, fmt.Errorf("--shoal: label %q given twice", label)
+		}
+		labels[label] = true
+		abs, err := exec.LookPath(path)
+		if err != nil {
+			return nil, fmt.Errorf("--shoal %q: %w", spec, err)
+		}
+		out = append(out, shoalBinary{label: label, path: abs})
+	}
+	return out, nil
+}
+
+// defaultShoal finds the shoal binary beside this one, or in $PATH.
+func defaultShoal() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "shoal")
+		if st, err := os.Stat(beside); err == nil && !st.IsDir() {
+			return beside, nil
+		}
+	}
+	if path, err := exec.LookPath("shoal"); err == nil {
+		return path, nil
+	}
+	return "", errors.New("no shoal binary found beside shoal-bench or in $PATH: build one (go build -o shoal ./cmd/shoal) and pass --shoal ./shoal")
+}
+
+// startShoalProxy runs an agent of binary sb with the backends registered
+// as service web, and returns its HTTP and TCP proxy targets once the HTTP
+// proxy reaches all of them.
+func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backends []int) (http, tcp benchTarget, err error) {
+	ports, err := benchPorts(5)
+	if err != nil {
+		return http, tcp, err
+	}
+	gossipPort, apiPort, proxyPort, tcpPort := ports[0], ports[2], ports[3], ports[4]
+	proc, err := env.start(sb.path, "agent", "--dev", "--node", "bench-"+strings.ReplaceAll(sb.label+"x", " ", "-"), "--log-level", "warn",
+		"--bind", fmt.Sprintf("127.0.0.1:%d", gossipPort),
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", apiPort),
+		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort),
+		"--upstream", fmt.Sprintf("web=127.0.0.1:%d", tcpPort),
+		"--dns-addr", "", // agents side by side must not share DNS's port
+		"--lb-policy", "round_robin")
+	if err != nil {
+		return http, tcp, err
+	}
+	for _, p := range []int{apiPort, proxyPort, tcpPort} {
+		if err := waitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
+			return http, tcp, fmt.Errorf("%s: %w", sb.path, err)
+		}
+	}
+	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	for i, p := range backends {
+		body, _ := json.Marshal(map[string]any{"ID": fmt.Sprintf("web-%d", i+1), "Name": "web", "Address": "127.0.0.1", "Port": p})
+		req, _ := nethttp.NewRequest(nethttp.MethodPut, api+"/v1/agent/service/register", bytes.NewReader(body))
+		resp, err := nethttp.DefaultClient.Do(req)
+		if err != nil {
+			return http, tcp, fmt.Errorf("register backend: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != nethttp.StatusOK {
+			return http, tcp, fmt.Errorf("register backend: %s", resp.Status)
+		}
+	}
+	proxyURL := fmt.Sprintf("http://127.0.0.1:%d/", proxyPort)
+	if err := waitProxy(ctx, proxyURL, "web", len(backends)); err != nil {
+		return http, tcp, err
+	}
+	suffix := ""
+	if sb.label != "" {
+		suffix = " " + sb.label
+	}
+	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid}
+	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid}
+	return http, tcp, nil
+}
+
 // waitProxy waits until the proxy routes host to n distinct backends.
 func waitProxy(ctx context.Context, url, host string, n int) error {
 	seen := make(map[string]bool)
 	for len(seen) < n {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req, _ := nethttp.NewRequestWithContext(ctx, nethttp.MethodGet, url, nil)
 		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := nethttp.DefaultClient.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == nethttp.StatusOK {
 				seen[string(b)] = true
 			}
 		}

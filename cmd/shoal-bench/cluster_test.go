@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,7 +17,7 @@ func TestBenchCluster(t *testing.T) {
 		t.Skip("runs agents for about ten seconds")
 	}
 	start := time.Now()
-	out, stderr, err := runCLI(t, "bench", "cluster", "--nodes", "5", "--registrations", "3",
+	out, stderr, err := runCLI(t, "cluster", "--nodes", "5", "--registrations", "3",
 		"--timing", "test", "--serf-max", "0", "--window", "1s")
 	if err != nil {
 		t.Fatalf("bench cluster: %v\n%s", err, stderr)
@@ -118,4 +119,15 @@ func benchCell(t *testing.T, row map[string]string, col string) time.Duration {
 		t.Fatalf("%s %q: not a duration", col, row[col])
 	}
 	return d
+}
+
+// runCLI runs the app as the shell would run "shoal-bench args...".
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := newApp()
+	app.Writer = &out
+	app.ErrWriter = &errOut
+	err = app.Run(append([]string{"shoal-bench"}, args...))
+	return out.String(), errOut.String(), err
 }
