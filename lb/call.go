@@ -117,7 +117,7 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		}
 		e.inflight.Add(-1)
 		f := classify(err)
-		if f.dial || f.reset {
+		if (f.dial || f.reset) && !f.final {
 			c.snap.failed(p, e, p.cfg.EjectAfterErrors)
 		}
 		c.tried = append(c.tried, e)
@@ -164,16 +164,23 @@ type failure struct {
 }
 
 // classify reads a try's error.
+//
+// A failed connect is never final and never draws on the retry budget:
+// nothing was sent, so trying elsewhere loads no instance twice, whatever
+// made the connect fail (refused, unreachable, timed out). Note that a
+// dial timeout from package net matches context.DeadlineExceeded, so the
+// caller's deadline is told apart by the error not being a dial error;
+// the exchanges never mark a try cut short by the caller's context as one.
 func classify(err error) failure {
 	var de *dialError
 	f := failure{dial: errors.As(err, &de)}
-	f.timeout = errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+	f.timeout = errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err)
 	f.reset = !f.dial && (isReset(err) || errors.Is(err, fasthttp.ErrConnectionClosed))
-	// A refused connect, or a connection reset while the request was
-	// being written, delivered nothing and costs the instance nothing (it
-	// is gone); a timed-out connect may be an overloaded instance.
-	f.free = (f.dial && !errors.Is(err, fasthttp.ErrDialTimeout) && !isNetTimeout(err)) || isWriteReset(err)
-	f.final = errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	// A connection reset while the request was being written delivered
+	// nothing and costs the instance nothing either (it is gone).
+	f.free = f.dial || isWriteReset(err)
+	f.final = errors.Is(err, context.Canceled) || (!f.dial && errors.Is(err, context.DeadlineExceeded))
 	return f
 }
 

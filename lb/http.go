@@ -126,8 +126,13 @@ func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 	}
 	resp, err := x.p.transport.RoundTrip(&out)
 	if err != nil {
-		if ctxErr := x.req.Context().Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-			err = fmt.Errorf("%w (%w)", err, ctxErr) // the caller is gone or out of time
+		if ctxErr := x.req.Context().Err(); ctxErr != nil {
+			// The caller is gone or out of time: not the instance's fault,
+			// and final, even when it cut a connect short.
+			if !errors.Is(err, ctxErr) {
+				err = fmt.Errorf("%w (%w)", err, ctxErr)
+			}
+			return 0, err
 		}
 		if isDialError(err) {
 			err = &dialError{err}
