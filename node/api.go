@@ -55,6 +55,7 @@ func (s *api) handler() http.Handler {
 	mux.HandleFunc("PUT /v1/agent/service/maintenance/{id}", s.maintenance)
 	mux.HandleFunc("PUT /v1/agent/maintenance", s.maintenance)
 	// Catalog and health: the converged view of every node's services.
+	mux.HandleFunc("GET /v1/catalog/datacenters", s.catalogDatacenters)
 	mux.HandleFunc("GET /v1/catalog/services", s.catalogServices)
 	mux.HandleFunc("GET /v1/catalog/service/{name}", s.catalogService)
 	mux.HandleFunc("GET /v1/catalog/nodes", s.catalogNodes)
@@ -88,7 +89,9 @@ func (s *api) handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
-	return mux
+	// What Shoal does not serve says so (api_compat.go).
+	unservedRoutes(mux)
+	return s.compat(mux)
 }
 
 // writeJSON answers v as JSON; ?pretty indents it as Consul does.
@@ -127,6 +130,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err == nil {
 		return true
 	}
+	writeDecodeError(w, err)
+	return false
+}
+
+// writeDecodeError answers why a request body could not be decoded.
+func writeDecodeError(w http.ResponseWriter, err error) {
 	var tooBig *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	switch {
@@ -139,7 +148,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	default:
 		writeError(w, http.StatusBadRequest, "request decode failed: %v", err)
 	}
-	return false
 }
 
 // setMeta sets Consul's query-meta headers, which clients require.

@@ -14,7 +14,7 @@ const Version = "0.1.0"
 
 func (s *api) registerService(w http.ResponseWriter, r *http.Request) {
 	var def ServiceDefinition
-	if !decodeBody(w, r, &def) {
+	if !decodeStrict(w, r, &def) {
 		return
 	}
 	checks, err := normalizeService(&def)

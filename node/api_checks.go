@@ -31,7 +31,7 @@ type AgentServiceChecksInfo struct {
 
 func (s *api) registerCheck(w http.ResponseWriter, r *http.Request) {
 	var def CheckDefinition
-	if !decodeBody(w, r, &def) {
+	if !decodeStrict(w, r, &def) {
 		return
 	}
 	if def.Name == "" {
