@@ -22,7 +22,8 @@ import (
 // can be sent again on another connection.
 const maxReplayableBody = 64 << 10
 
-// fastClient returns the endpoint's upstream connection pool.
+// fastClient returns the endpoint's upstream connection pool. Only its pool
+// and dialing are used: the exchange is roundTrip's (upstream_http1.go).
 func (e *endpoint) fastClient() *fasthttp.HostClient {
 	if hc := e.fc.Load(); hc != nil {
 		return hc
@@ -37,34 +38,15 @@ func (e *endpoint) fastClient() *fasthttp.HostClient {
 			}
 			return newStaleGuardConn(c), nil
 		},
-		MaxConns:                      1 << 16,
-		MaxIdleConnDuration:           90 * time.Second,
-		MaxIdemponentCallAttempts:     2,
-		RetryIfErr:                    staleConnRetry,
-		StreamResponseBody:            true,
-		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		NoDefaultUserAgentHeader:      true,
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               16 << 10,
+		MaxConns:            1 << 16,
+		MaxIdleConnDuration: 90 * time.Second,
+		ReadBufferSize:      16 << 10,
+		WriteBufferSize:     16 << 10,
 	}
 	if e.fc.CompareAndSwap(nil, hc) {
 		return hc
 	}
 	return e.fc.Load()
-}
-
-// staleConnRetry sends a request once more, on a fresh connection to the
-// same instance, when its pooled keep-alive connection turned out to be
-// closed by the instance (see staleconn.go): nothing was sent, so any
-// request may go again, and it is no failure of the instance. Other errors
-// go back to the request loop, which retries on another instance when it
-// may.
-func staleConnRetry(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-	if attempts >= 2 || req.IsBodyStream() {
-		return false, false
-	}
-	return false, isStale(err)
 }
 
 // serveFast handles one HTTP/1.x request.
@@ -133,13 +115,7 @@ func (x *fastExchange) try(e *endpoint, deadline time.Time) (int, error) {
 	ctx := (*fasthttp.RequestCtx)(x)
 	resp := &ctx.Response
 	resp.Reset()
-	var err error
-	if deadline.IsZero() {
-		err = e.fastClient().Do(&ctx.Request, resp)
-	} else {
-		err = e.fastClient().DoDeadline(&ctx.Request, resp, deadline)
-	}
-	if err != nil {
+	if err := e.roundTrip(&ctx.Request, resp, deadline); err != nil {
 		return 0, err
 	}
 	return resp.StatusCode(), nil

@@ -250,3 +250,31 @@ func TestProxyClientGoesAway(t *testing.T) {
 	ep := p.pool("web", "").current().eps[0]
 	waitFor(t, 5*time.Second, "in-flight back to 0", func() bool { return ep.inflight.Load() == 0 })
 }
+
+// TestProxyReusesConnectionsAfterStreamedBodies: a response too large to
+// hold, of known length or chunked, streams to the client, and the upstream
+// connection then goes back to the pool rather than being closed.
+func TestProxyReusesConnectionsAfterStreamedBodies(t *testing.T) {
+	v := newFakeView()
+	a := newBackend(t, "a")
+	const size = 4 * maxBufferedResponse
+	a.handle(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fixed" {
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+		}
+		io.Copy(w, io.LimitReader(zeros{}, size)) // chunked without a length
+	})
+	v.Set("web", a.instance())
+	p := startProxy(t, testConfig(), v)
+	pc := newProxyClient(t, p)
+	for i := range 40 {
+		path := []string{"/fixed", "/chunked"}[i%2]
+		status, body := pc.get(t, "web", path)
+		if status != http.StatusOK || len(body) != size {
+			t.Fatalf("GET %s: %d with %d bytes, want 200 with %d", path, status, len(body), size)
+		}
+	}
+	if n := a.conns.Load(); n > 2 {
+		t.Fatalf("40 sequential streamed responses opened %d backend connections, want ≤ 2", n)
+	}
+}

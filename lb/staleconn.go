@@ -30,6 +30,9 @@ var errStaleConn = errors.New("pooled connection closed by the instance while id
 type staleGuardConn struct {
 	net.Conn
 	lastUse atomic.Int64 // Unix ns of the last read or write
+	// hasDeadline: a deadline is set, to be cleared before a use without
+	// one. Only the connection's current user touches it.
+	hasDeadline bool
 }
 
 func newStaleGuardConn(c net.Conn) *staleGuardConn {
@@ -52,6 +55,16 @@ func (g *staleGuardConn) Write(p []byte) (int, error) {
 	n, err := g.Conn.Write(p)
 	g.lastUse.Store(now)
 	return n, err
+}
+
+// setDeadline sets the connection's deadline (zero: none), skipping the
+// call when there is none to set or clear.
+func (g *staleGuardConn) setDeadline(t time.Time) error {
+	if t.IsZero() && !g.hasDeadline {
+		return nil
+	}
+	g.hasDeadline = !t.IsZero()
+	return g.Conn.SetDeadline(t)
 }
 
 // CloseWrite passes half-closes on, for tunnels.
