@@ -48,11 +48,15 @@ func (s *api) deregisterService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *api) agentServices(w http.ResponseWriter, r *http.Request) {
+	f, ok := parseFilter(w, r, AgentService{})
+	if !ok {
+		return
+	}
 	out := make(map[string]AgentService)
 	for _, ls := range s.a.reg.services() {
 		out[ls.Def.ID] = agentService(ls.gossipService(nil), s.a.cfg.Datacenter, ls.Version)
 	}
-	writeJSON(w, r, out)
+	writeJSON(w, r, filterMap(f, out))
 }
 
 func (s *api) agentService(w http.ResponseWriter, r *http.Request) {
@@ -77,13 +81,17 @@ func (s *api) agentService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *api) agentMembers(w http.ResponseWriter, r *http.Request) {
+	f, ok := parseFilter(w, r, AgentMember{})
+	if !ok {
+		return
+	}
 	members := s.a.cluster.Members()
 	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
 	out := make([]AgentMember, len(members))
 	for i, m := range members {
 		out[i] = agentMember(m)
 	}
-	writeJSON(w, r, out)
+	writeJSON(w, r, filterSlice(f, out))
 }
 
 func (s *api) agentSelf(w http.ResponseWriter, r *http.Request) {

@@ -125,6 +125,10 @@ func (s *api) commitResult(w http.ResponseWriter, what string, err error) {
 }
 
 func (s *api) agentChecks(w http.ResponseWriter, r *http.Request) {
+	f, ok := parseFilter(w, r, AgentCheck{})
+	if !ok {
+		return
+	}
 	st := s.a.reg.current()
 	out := make(map[string]AgentCheck)
 	for _, ls := range st.Services {
@@ -135,7 +139,7 @@ func (s *api) agentChecks(w http.ResponseWriter, r *http.Request) {
 	for _, c := range st.NodeChecks {
 		out[c.Def.CheckID] = s.agentCheck(c.gossipCheck(), nil)
 	}
-	writeJSON(w, r, out)
+	writeJSON(w, r, filterMap(f, out))
 }
 
 func (s *api) agentCheck(c gossip.Check, ls *localService) AgentCheck {

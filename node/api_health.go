@@ -12,6 +12,11 @@ const serfHealthID = "serfHealth"
 
 func (s *api) healthService(w http.ResponseWriter, r *http.Request) {
 	name, tags, passing := r.PathValue("name"), r.URL.Query()["tag"], boolParam(r, "passing")
+	meta, near := nodeMetaParam(r), s.nearParam(r)
+	f, ok := parseFilter(w, r, ServiceEntry{})
+	if !ok {
+		return
+	}
 	s.blocking(w, r, func() any {
 		out := []ServiceEntry{}
 		for _, in := range s.a.cluster.Catalog().Instances(name) {
@@ -22,26 +27,42 @@ func (s *api) healthService(w http.ResponseWriter, r *http.Request) {
 			if passing && !allPassing(checks) {
 				continue
 			}
-			out = append(out, ServiceEntry{
+			e := ServiceEntry{
 				Node:    catalogNode(in.Node),
 				Service: agentService(in.Service, in.Node.Datacenter(), in.Version),
 				Checks:  checks,
-			})
+			}
+			if metaMatches(e.Node.Meta, meta) && f.match(e) {
+				out = append(out, e)
+			}
+		}
+		if near != "" {
+			sortNear(s.a.cluster.Coordinates(), near, out, func(e ServiceEntry) string { return e.Node.Node })
 		}
 		return out
 	})
 }
 
 func (s *api) healthChecks(w http.ResponseWriter, r *http.Request) {
-	name, passing := r.PathValue("service"), boolParam(r, "passing")
+	name, passing, meta, near := r.PathValue("service"), boolParam(r, "passing"), nodeMetaParam(r), s.nearParam(r)
+	f, ok := parseFilter(w, r, HealthCheck{})
+	if !ok {
+		return
+	}
 	s.blocking(w, r, func() any {
 		out := []HealthCheck{}
 		for _, in := range s.a.cluster.Catalog().Instances(name) {
+			if !metaMatches(catalogNode(in.Node).Meta, meta) {
+				continue
+			}
 			for _, c := range instanceChecks(in)[1:] {
-				if !passing || c.Status == gossip.StatusPassing {
+				if (!passing || c.Status == gossip.StatusPassing) && f.match(c) {
 					out = append(out, c)
 				}
 			}
+		}
+		if near != "" {
+			sortNear(s.a.cluster.Coordinates(), near, out, func(c HealthCheck) string { return c.Node })
 		}
 		return out
 	})
@@ -49,6 +70,10 @@ func (s *api) healthChecks(w http.ResponseWriter, r *http.Request) {
 
 func (s *api) healthNode(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("node")
+	f, ok := parseFilter(w, r, HealthCheck{})
+	if !ok {
+		return
+	}
 	s.blocking(w, r, func() any {
 		out := []HealthCheck{}
 		m, ok := s.a.cluster.Catalog().Member(name)
@@ -59,7 +84,7 @@ func (s *api) healthNode(w http.ResponseWriter, r *http.Request) {
 		for _, in := range s.a.cluster.Catalog().NodeInstances(name) {
 			out = append(out, instanceChecks(in)[1:]...)
 		}
-		return out
+		return filterSlice(f, out)
 	})
 }
 
@@ -71,23 +96,34 @@ func (s *api) healthState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid state %q: want any, passing, warning or critical", state)
 		return
 	}
+	meta, near := nodeMetaParam(r), s.nearParam(r)
+	f, ok := parseFilter(w, r, HealthCheck{})
+	if !ok {
+		return
+	}
 	s.blocking(w, r, func() any {
 		out := []HealthCheck{}
 		keep := func(c HealthCheck) {
-			if state == "any" || c.Status == state {
+			if (state == "any" || c.Status == state) && f.match(c) {
 				out = append(out, c)
 			}
 		}
 		cat := s.a.cluster.Catalog()
 		for _, m := range cat.Members() {
-			if registered(m) {
+			if registered(m) && metaMatches(catalogNode(m).Meta, meta) {
 				keep(serfHealth(m))
 			}
 		}
 		for _, in := range cat.AllInstances() {
+			if !metaMatches(catalogNode(in.Node).Meta, meta) {
+				continue
+			}
 			for _, c := range instanceChecks(in)[1:] {
 				keep(c)
 			}
+		}
+		if near != "" {
+			sortNear(s.a.cluster.Coordinates(), near, out, func(c HealthCheck) string { return c.Node })
 		}
 		return out
 	})
