@@ -200,7 +200,9 @@ func (c *Cluster) tags() map[string]string {
 	if tags == nil {
 		tags = make(map[string]string)
 	}
-	tags[TagRole] = "shoal"
+	tags[TagRole] = "node"
+	vsn := strconv.Itoa(Protocol)
+	tags[TagProtocol], tags[TagProtocolMin], tags[TagProtocolMax] = vsn, vsn, vsn
 	tags[TagDatacenter] = c.cfg.Datacenter
 	tags[TagNodeID] = c.cfg.NodeID
 	tags[TagRPC] = c.rpcAddr

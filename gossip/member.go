@@ -43,8 +43,18 @@ const (
 	TagFloor      = "f"   // catalog floor: where the owner's history begins
 	TagRPC        = "rpc" // node-to-node catalog address, host:port
 	TagHTTP       = "http"
-	TagRole       = "role"
+	// The tags below are the ones Consul's tools read (consul members
+	// prints them as Type, Build and Protocol).
+	TagRole        = "role"  // "node": a client in Consul's terms
+	TagBuild       = "build" // the agent's version, set by the agent
+	TagProtocol    = "vsn"
+	TagProtocolMin = "vsn_min"
+	TagProtocolMax = "vsn_max"
 )
+
+// Protocol is the version of the node-to-node catalog protocol, published
+// in the vsn tags. Every Shoal agent so far speaks 1.
+const Protocol = 1
 
 // Member is one agent of the cluster.
 type Member struct {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"sort"
+	"strconv"
 
 	"github.com/shoal-mesh/shoal/gossip"
 )
@@ -96,7 +98,6 @@ func (s *api) agentMembers(w http.ResponseWriter, r *http.Request) {
 
 func (s *api) agentSelf(w http.ResponseWriter, r *http.Request) {
 	local := s.a.cluster.LocalMember()
-	st := s.a.cluster.Stats()
 	writeJSON(w, r, map[string]any{
 		"Config": map[string]any{
 			"Datacenter": s.a.cfg.Datacenter,
@@ -107,19 +108,65 @@ func (s *api) agentSelf(w http.ResponseWriter, r *http.Request) {
 			"Revision":   "shoal",
 		},
 		"Member": agentMember(local),
-		"Meta":   map[string]string{},
-		"Stats": map[string]any{
-			"catalog": map[string]any{
-				"version":    s.a.reg.current().Version,
-				"services":   len(s.a.reg.current().Services),
-				"rpc_addr":   s.a.cluster.RPCAddr(),
-				"bytes_out":  st.BytesOut,
-				"bytes_in":   st.BytesIn,
-				"pushes_out": st.PushesOut,
-				"pulls":      st.Pulls,
-			},
-		},
+		"Meta":   orEmptyMap(nil),
+		"Stats":  s.selfStats(),
 	})
+}
+
+// selfStats returns /v1/agent/self's statistics in Consul's shape: sections
+// of string values (consul info prints them with %s).
+func (s *api) selfStats() map[string]map[string]string {
+	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	i := func(n int) string { return strconv.Itoa(n) }
+	st := s.a.cluster.Stats()
+	reg := s.a.reg.current()
+	checks := len(reg.NodeChecks)
+	for _, ls := range reg.Services {
+		checks += len(ls.gossipService(nil).Checks)
+	}
+	counts := make(map[gossip.MemberStatus]int)
+	members := s.a.cluster.Members()
+	for _, m := range members {
+		counts[m.Status]++
+	}
+	return map[string]map[string]string{
+		"agent": {
+			"services": i(len(reg.Services)),
+			"checks":   i(checks),
+		},
+		"build": {
+			"version":          Version,
+			"revision":         "shoal",
+			"prerelease":       "",
+			"version_metadata": "",
+		},
+		"runtime": {
+			"os":         runtime.GOOS,
+			"arch":       runtime.GOARCH,
+			"version":    runtime.Version(),
+			"goroutines": i(runtime.NumGoroutine()),
+			"max_procs":  i(runtime.GOMAXPROCS(0)),
+			"cpu_count":  i(runtime.NumCPU()),
+		},
+		"serf_lan": {
+			"members":         i(len(members)),
+			"alive":           i(counts[gossip.StatusAlive]),
+			"failed":          i(counts[gossip.StatusFailed]),
+			"left":            i(counts[gossip.StatusLeft]),
+			"member_failures": u(st.MemberFailures),
+			"encrypted":       strconv.FormatBool(s.a.cfg.Encrypt != ""),
+		},
+		"catalog": {
+			"version":    u(reg.Version),
+			"services":   i(len(reg.Services)),
+			"rpc_addr":   s.a.cluster.RPCAddr(),
+			"bytes_out":  u(st.BytesOut),
+			"bytes_in":   u(st.BytesIn),
+			"pushes_out": u(st.PushesOut),
+			"pushes_in":  u(st.PushesIn),
+			"pulls":      u(st.Pulls),
+		},
+	}
 }
 
 func (s *api) agentJoin(w http.ResponseWriter, r *http.Request) {

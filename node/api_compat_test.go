@@ -156,3 +156,51 @@ func TestRegisterRefusesUnknownFields(t *testing.T) {
 		t.Errorf("ServiceRegister(Connect): %v, want a 400 naming Connect", err)
 	}
 }
+
+// TestMembersAndSelfShapes checks the fields Consul's tools read: the
+// member tags consul members prints as Type, Build, Protocol and DC, and
+// /v1/agent/self's Stats as sections of strings, as consul info prints.
+func TestMembersAndSelfShapes(t *testing.T) {
+	as := startAgents(t, 2)
+	c := consulClient(t, as[0])
+	ms, err := c.Agent().Members(false)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("Members = %v, %v", ms, err)
+	}
+	for _, m := range ms {
+		want := map[string]string{"role": "node", "dc": "dc1", "build": Version, "vsn": "1", "vsn_min": "1", "vsn_max": "1"}
+		for k, v := range want {
+			if m.Tags[k] != v {
+				t.Errorf("%s: tag %s = %q, want %q", m.Name, k, m.Tags[k], v)
+			}
+		}
+	}
+
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := do(t, as[0], "GET", "/v1/agent/self", nil)
+	if code != http.StatusOK {
+		t.Fatalf("self: %d %s", code, body)
+	}
+	// Decoding into strings fails if any statistic is a number.
+	var strict struct {
+		Stats map[string]map[string]string
+	}
+	mustUnmarshal(t, body, &strict)
+	for _, section := range []string{"agent", "build", "runtime", "serf_lan", "catalog"} {
+		if len(strict.Stats[section]) == 0 {
+			t.Errorf("Stats has no %s section: %v", section, strict.Stats)
+		}
+	}
+	if got := strict.Stats["serf_lan"]["members"]; got != "2" {
+		t.Errorf("serf_lan.members = %q, want 2", got)
+	}
+	if got := strict.Stats["build"]["version"]; got != Version {
+		t.Errorf("build.version = %q, want %s", got, Version)
+	}
+	if self["Config"]["Datacenter"] != "dc1" {
+		t.Errorf("Config.Datacenter = %v", self["Config"]["Datacenter"])
+	}
+}

@@ -179,7 +179,7 @@ func (c *Config) gossipConfig(nodeID, httpAddr, snapshot string) gossip.Config {
 	g.ReapAfter = c.ReapAfter
 	g.SnapshotPath = snapshot
 	g.Logger = c.Logger
-	g.Tags = map[string]string{gossip.TagHTTP: httpAddr}
+	g.Tags = map[string]string{gossip.TagHTTP: httpAddr, gossip.TagBuild: Version}
 	if c.Encrypt != "" {
 		g.Keys = []string{c.Encrypt}
 	}
