@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -406,4 +407,44 @@ func (c *Cluster) Shutdown() error {
 		c.wg.Wait()
 	})
 	return err
+}
+
+// Errors of ForceLeave.
+var (
+	ErrUnknownMember = errors.New("gossip: no such member")
+	ErrMemberAlive   = errors.New("gossip: member is alive")
+)
+
+// ForceLeave marks a failed member left across the cluster, as if it had
+// left gracefully: its instances go at once instead of after the reap
+// time. prune also forgets the member itself at once. An alive or leaving
+// member is refused with ErrMemberAlive, this agent included: it would
+// refute the leave and stay, so the call would only look like it worked.
+func (c *Cluster) ForceLeave(name string, prune bool) error {
+	var status MemberStatus
+	found := false
+	for _, m := range c.serf.Members() {
+		if m.Name == name {
+			status, found = MemberStatus(m.Status), true
+			break
+		}
+	}
+	switch {
+	case !found:
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	case name == c.cfg.NodeName || status == StatusAlive || status == StatusLeaving:
+		return fmt.Errorf("%w: %q is %s", ErrMemberAlive, name, status)
+	case status == StatusLeft && !prune:
+		return nil
+	}
+	var err error
+	if prune {
+		err = c.serf.RemoveFailedNodePrune(name)
+	} else {
+		err = c.serf.RemoveFailedNode(name)
+	}
+	if err != nil {
+		return fmt.Errorf("gossip: force-leave %s: %w", name, err)
+	}
+	return nil
 }

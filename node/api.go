@@ -42,6 +42,7 @@ func (s *api) handler() http.Handler {
 	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
 	mux.HandleFunc("PUT /v1/agent/join/{address}", s.agentJoin)
 	mux.HandleFunc("PUT /v1/agent/leave", s.agentLeave)
+	mux.HandleFunc("PUT /v1/agent/force-leave/{node}", s.agentForceLeave)
 	// Checks and maintenance of this node's services.
 	mux.HandleFunc("PUT /v1/agent/check/register", s.registerCheck)
 	mux.HandleFunc("PUT /v1/agent/check/deregister/{id}", s.deregisterCheck)

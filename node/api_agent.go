@@ -188,6 +188,23 @@ func (s *api) agentLeave(w http.ResponseWriter, r *http.Request) {
 	s.a.requestLeave()
 }
 
+// agentForceLeave moves a failed node to left everywhere (?prune: forgets
+// it at once), as Consul's force-leave does.
+func (s *api) agentForceLeave(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("node")
+	err := s.a.cluster.ForceLeave(name, boolParam(r, "prune"))
+	switch {
+	case errors.Is(err, gossip.ErrUnknownMember):
+		writeError(w, http.StatusNotFound, "unknown node %q", truncate(name, 256))
+	case errors.Is(err, gossip.ErrMemberAlive):
+		writeError(w, http.StatusBadRequest, "node %q is not failed: force-leave removes failed nodes only (use leave on the node itself)", name)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	default:
+		s.a.log.Info("node forced to leave", "node", name, "prune", boolParam(r, "prune"))
+	}
+}
+
 func (s *api) statusLeader(w http.ResponseWriter, r *http.Request) {
 	// There is no leader: every agent is the authority for the services it
 	// owns. Answering with this agent's own gossip address lets tools that

@@ -37,6 +37,7 @@ func newApp() *cli.App {
 			deregisterCommand(),
 			joinCommand(),
 			leaveCommand(),
+			forceLeaveCommand(),
 			infoCommand(),
 			versionCommand(),
 			maintCommand(),
