@@ -132,6 +132,10 @@ type wrkResult struct {
 	// spent per request: unlike rps, it barely moves when the machine is
 	// busy with other work.
 	CPUPerReq time.Duration
+	// GCs and GCPause are the garbage collections a Shoal agent ran during
+	// the run and their summed stop-the-world pauses (-1: not a Go target).
+	GCs     float64
+	GCPause time.Duration
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times; 100 on
@@ -256,6 +260,8 @@ func medianResult(rs []wrkResult) wrkResult {
 		CPUPerReq: time.Duration(med(func(r wrkResult) float64 { return float64(r.CPUPerReq) })),
 		P50:       time.Duration(med(func(r wrkResult) float64 { return float64(r.P50) })),
 		P99:       time.Duration(med(func(r wrkResult) float64 { return float64(r.P99) })),
+		GCs:       med(func(r wrkResult) float64 { return r.GCs }),
+		GCPause:   time.Duration(med(func(r wrkResult) float64 { return float64(r.GCPause) })),
 	}
 	for _, r := range rs {
 		out.Errors += r.Errors

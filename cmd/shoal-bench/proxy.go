@@ -46,7 +46,8 @@ after=./shoal).`,
 
 type benchTarget struct {
 	name, url, host string
-	pid             int // the process (tree) whose CPU is measured
+	pid             int    // the process (tree) whose CPU is measured
+	metrics         string // a Shoal agent's /metrics, for its GC counts; "" for others
 }
 
 func runBenchProxy(c *cli.Context) error {
@@ -120,12 +121,12 @@ func runBenchProxy(c *cli.Context) error {
 	}
 
 	targets := []benchTarget{
-		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid},
-		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid},
-		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"]},
+		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid, ""},
+		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid, ""},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"], ""},
 	}
 	targets = append(targets, shoalHTTP...)
-	targets = append(targets, benchTarget{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"]})
+	targets = append(targets, benchTarget{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"], ""})
 	targets = append(targets, shoalTCP...)
 	d, threads, conns, rounds := c.Duration("duration"), c.Int("threads"), c.Int("connections"), c.Int("rounds")
 	fmt.Fprintf(c.App.ErrWriter, "wrk -t%d -c%d -d%s, %d rounds, %d targets: about %s\n",
@@ -134,6 +135,7 @@ func runBenchProxy(c *cli.Context) error {
 	for round := 0; round < rounds; round++ {
 		for _, t := range targets {
 			cpu0, _ := processCPU(t.pid)
+			gc0, pause0 := goGCStats(t.metrics)
 			r, err := runWrk(wrk, t.url, t.host, threads, conns, d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
@@ -141,9 +143,13 @@ func runBenchProxy(c *cli.Context) error {
 			if cpu1, err := processCPU(t.pid); err == nil && r.RPS > 0 {
 				r.CPUPerReq = time.Duration(float64(cpu1-cpu0) / (r.RPS * d.Seconds()))
 			}
+			r.GCs, r.GCPause = -1, -1
+			if gc1, pause1 := goGCStats(t.metrics); gc0 >= 0 && gc1 >= 0 {
+				r.GCs, r.GCPause = gc1-gc0, pause1-pause0
+			}
 			results[t.name] = append(results[t.name], r)
-			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %-9v cpu/req %v\n",
-				round+1, t.name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond))
+			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %-9v cpu/req %-8v %s\n",
+				round+1, t.name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), gcColumn(r))
 		}
 	}
 	med := make(map[string]wrkResult)
@@ -151,18 +157,62 @@ func runBenchProxy(c *cli.Context) error {
 		med[name] = medianResult(rs)
 	}
 	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\trps\tp50\tp99\tcpu/req\terrors\trps vs haproxy\tp99 vs haproxy\tcpu/req vs haproxy\t")
+	fmt.Fprintln(w, "target\trps\tp50\tp99\tcpu/req\terrors\trps vs haproxy\tp99 vs haproxy\tcpu/req vs haproxy\tGC per run\t")
 	for _, t := range targets {
 		r := med[t.name]
 		base := med["haproxy"]
 		if strings.Contains(t.name, " tcp") {
 			base = med["haproxy tcp"]
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t%s\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
 			r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), r.Errors, r.RPS/base.RPS,
-			float64(r.P99)/float64(base.P99), float64(r.CPUPerReq)/float64(base.CPUPerReq))
+			float64(r.P99)/float64(base.P99), float64(r.CPUPerReq)/float64(base.CPUPerReq), gcColumn(r))
 	}
 	return w.Flush()
+}
+
+// goGCStats reads a Shoal agent's garbage collections so far and their
+// summed pauses from its /metrics; -1 when url is empty or unreadable.
+func goGCStats(url string) (count float64, pause time.Duration) {
+	if url == "" {
+		return -1, -1
+	}
+	resp, err := nethttp.Get(url)
+	if err != nil {
+		return -1, -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return -1, -1
+	}
+	count, pause = -1, -1
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(value, &v); err != nil {
+			continue
+		}
+		switch name {
+		case "go_gc_duration_seconds_count":
+			count = v
+		case "go_gc_duration_seconds_sum":
+			pause = time.Duration(v * float64(time.Second))
+		}
+	}
+	return count, pause
+}
+
+// gcColumn shows a run's garbage collections, or "-" for a target that is
+// not a Shoal agent.
+func gcColumn(r wrkResult) string {
+	if r.GCs < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f (%v)", r.GCs, r.GCPause.Round(time.Microsecond))
 }
 
 // shoalBinary is one build of shoal to measure.
@@ -259,8 +309,8 @@ func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backend
 	if sb.label != "" {
 		suffix = " " + sb.label
 	}
-	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid}
-	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid}
+	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid, api + "/metrics"}
+	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid, api + "/metrics"}
 	return http, tcp, nil
 }
 
