@@ -3,6 +3,7 @@ package gossip
 import (
 	"net"
 	"strconv"
+	"strings"
 )
 
 // MemberStatus is a member's state as failure detection sees it.
@@ -50,6 +51,9 @@ const (
 	TagProtocol    = "vsn"
 	TagProtocolMin = "vsn_min"
 	TagProtocolMax = "vsn_max"
+	// TagMetaPrefix starts the tags that carry the node's meta (Consul's
+	// NodeMeta): "m:rack" = "r1".
+	TagMetaPrefix = "m:"
 )
 
 // Protocol is the version of the node-to-node catalog protocol, published
@@ -70,6 +74,17 @@ type Member struct {
 
 // Datacenter is the member's datacenter tag.
 func (m Member) Datacenter() string { return m.Tags[TagDatacenter] }
+
+// Meta is the member's node meta, from its TagMetaPrefix tags; never nil.
+func (m Member) Meta() map[string]string {
+	out := make(map[string]string)
+	for k, v := range m.Tags {
+		if key, ok := strings.CutPrefix(k, TagMetaPrefix); ok {
+			out[key] = v
+		}
+	}
+	return out
+}
 
 // NodeID is the member's stable node ID.
 func (m Member) NodeID() string { return m.Tags[TagNodeID] }

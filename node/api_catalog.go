@@ -135,7 +135,7 @@ func catalogNode(m gossip.Member) CatalogNode {
 	return CatalogNode{
 		ID: m.NodeID(), Node: m.Name, Address: addr, Datacenter: m.Datacenter(),
 		TaggedAddresses: map[string]string{"lan": addr, "wan": addr},
-		Meta:            map[string]string{},
+		Meta:            m.Meta(),
 		CreateIndex:     1, ModifyIndex: m.CatalogVersion(),
 	}
 }

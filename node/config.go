@@ -54,6 +54,10 @@ type Config struct {
 	// data dir holds a keyring (saved at first start and after every
 	// rotation), the keyring wins and Encrypt is ignored.
 	Encrypt string
+	// NodeMeta is this node's meta, Consul's NodeMeta: shown by the catalog
+	// and selected by ?node-meta=. It travels in the gossip tags, so it is
+	// small: see validateNodeMeta.
+	NodeMeta map[string]string
 	// EnableDebug serves Go's profiles under /debug/pprof/ on the HTTP API.
 	EnableDebug bool
 	// Gossip holds the gossip tunables; the fields above override theirs.
@@ -119,6 +123,7 @@ func (c *Config) Validate() error {
 	if c.Datacenter == "" || !nameRe.MatchString(c.Datacenter) {
 		errs = append(errs, fmt.Errorf("datacenter %q must be letters, digits, '-' or '_'", c.Datacenter))
 	}
+	errs = append(errs, validateNodeMeta(c.NodeMeta)...)
 	for flag, addr := range map[string]string{"bind": c.BindAddr, "http-addr": c.HTTPAddr} {
 		if err := checkHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", flag, addr, err))
@@ -180,6 +185,9 @@ func (c *Config) gossipConfig(nodeID, httpAddr, snapshot string) gossip.Config {
 	g.SnapshotPath = snapshot
 	g.Logger = c.Logger
 	g.Tags = map[string]string{gossip.TagHTTP: httpAddr, gossip.TagBuild: Version}
+	for k, v := range c.NodeMeta {
+		g.Tags[gossip.TagMetaPrefix+k] = v
+	}
 	if c.Encrypt != "" {
 		g.Keys = []string{c.Encrypt}
 	}

@@ -49,12 +49,14 @@ type FileConfig struct {
 	Upstreams  []string          `hcl:"upstreams"`
 	LBPolicy   *string           `hcl:"lb_policy"`
 	LBPolicies map[string]string `hcl:"lb_policies"`
+	// NodeMeta is Config.NodeMeta, as --node-meta.
+	NodeMeta map[string]string `hcl:"node_meta"`
 }
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
 	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
 	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt", "dns_addr", "dns_domain", "dns_ttl",
-	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key"}
+	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key", "node_meta"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -133,6 +135,9 @@ func (fc *FileConfig) Apply(c *Config) error {
 	set(&c.Proxy.Policy, fc.LBPolicy)
 	if fc.LBPolicies != nil {
 		c.Proxy.Policies = fc.LBPolicies
+	}
+	if fc.NodeMeta != nil {
+		c.NodeMeta = fc.NodeMeta
 	}
 	if fc.Upstreams != nil {
 		ups, err := ParseUpstreams(fc.Upstreams)

@@ -30,6 +30,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "advertise", Usage: "gossip `ADDR` host:port peers should use (default: derived from --bind)"},
 			&cli.StringFlag{Name: "rpc-addr", Usage: "catalog replication `ADDR` host:port, TCP (default: gossip host, gossip port + 1)"},
 			&cli.StringSliceFlag{Name: "join", Usage: "seed `ADDR` host:port to join; repeatable; retried with backoff"},
+			&cli.StringSliceFlag{Name: "node-meta", Usage: "node meta `KEY=VALUE`, shown by the catalog and selected by ?node-meta=; repeatable"},
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
 			&cli.StringFlag{Name: "encrypt", EnvVars: []string{"SHOAL_ENCRYPT"}, Usage: "base64 gossip encryption `KEY` (see shoal keygen); the data dir's keyring wins once saved"},
@@ -98,6 +99,13 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	}
 	if c.IsSet("join") {
 		cfg.Join = c.StringSlice("join")
+	}
+	if c.IsSet("node-meta") {
+		meta, err := node.ParseNodeMeta(c.StringSlice("node-meta"))
+		if err != nil {
+			return cfg, "", false, err
+		}
+		cfg.NodeMeta = meta
 	}
 	if c.IsSet("http-token-reads") {
 		cfg.HTTP.TokenReads = c.Bool("http-token-reads")
