@@ -50,7 +50,8 @@ type call struct {
 	service, tag string
 
 	began    time.Time
-	deadline time.Time // the whole call's, retries included; zero: none
+	deadline time.Time     // the whole call's, retries included; zero: none
+	inTries  time.Duration // spent in tries, for the proxy's overhead
 	// key is the hash policy's key for this request ("" for other policies).
 	key string
 	// idempotent requests may be tried again after they may have been
@@ -103,8 +104,9 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		e.inflight.Add(1)
 		start := time.Now()
 		status, err := x.try(e, c.tryDeadline(start))
+		end := time.Now()
+		c.inTries += end.Sub(start)
 		if err == nil {
-			end := time.Now()
 			e.observeLatency(end.Sub(start), end.UnixNano())
 			c.pl.stats.latency.observe(end.Sub(c.began))
 			e.requests.Add(1)
@@ -121,7 +123,7 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 			c.snap.failed(p, e, p.cfg.EjectAfterErrors)
 		}
 		c.tried = append(c.tried, e)
-		expired := !c.deadline.IsZero() && !time.Now().Before(c.deadline)
+		expired := !c.deadline.IsZero() && !end.Before(c.deadline)
 		if f.final || expired || attempt >= p.cfg.MaxRetries || len(c.tried) == len(c.snap.eps) ||
 			!c.safeToRetry(f, x) || (!f.free && !p.budget.allow(time.Now().UnixNano())) {
 			return nil, &tryError{err: err, addr: e.addr, service: strings.Clone(c.service), timeout: f.timeout || expired}

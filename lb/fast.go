@@ -105,6 +105,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	// the request counts as in flight until its headers are back.
 	e.inflight.Add(-1)
 	stripHopResponse(&ctx.Response.Header)
+	p.metrics.overhead.observe(time.Since(now) - c.inTries)
 }
 
 // fastExchange is the HTTP/1.x side of a call: the request context itself,

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -78,4 +79,28 @@ func BenchmarkPoolStats(b *testing.B) {
 			st.latency.observe(700 * time.Microsecond)
 		}
 	})
+}
+
+// TestProxyOverheadCountsEveryAnsweredRequest: each HTTP/1 request that an
+// instance answered adds one observation of the proxy's own time, which is
+// less than the request took in all.
+func TestProxyOverheadCountsEveryAnsweredRequest(t *testing.T) {
+	v := newFakeView()
+	threeBackends(t, v)
+	p := startProxy(t, testConfig(), v)
+	pc := newProxyClient(t, p)
+	start := time.Now()
+	for range 20 {
+		if status, _ := pc.get(t, "web", "/"); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+	}
+	took := time.Since(start)
+	o := p.Overhead()
+	if o.Count != 20 {
+		t.Fatalf("overhead has %d observations after 20 requests", o.Count)
+	}
+	if o.Sum <= 0 || o.Sum >= took {
+		t.Fatalf("overhead sums to %v over requests that took %v in all", o.Sum, took)
+	}
 }

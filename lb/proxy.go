@@ -273,6 +273,7 @@ type Stats struct {
 
 type counters struct {
 	requests, errors, retries, ejections, connections atomic.Uint64
+	overhead                                          histogram // see Overhead
 }
 
 // Stats returns the proxy's counters.

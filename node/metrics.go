@@ -23,7 +23,10 @@ type metrics struct {
 func newMetrics(a *Agent) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		collectors.NewGoCollector(),
+		// The scheduler's latencies and GC pauses tell where a slow
+		// request's time went when the proxy's own code did not take it.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.MetricsGC, collectors.MetricsScheduler)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newAgentCollector(a),
 	)

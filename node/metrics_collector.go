@@ -16,7 +16,7 @@ type agentCollector struct {
 	info, members, instances, services, lag                   *prometheus.Desc
 	replBytes, replPushes, replPulls, queueDepth, healthScore *prometheus.Desc
 	proxyRequests, proxyErrors, proxyRetries, proxyEjections  *prometheus.Desc
-	proxyConns, proxyLatency, checkStatus                     *prometheus.Desc
+	proxyConns, proxyLatency, proxyOverhead, checkStatus      *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -45,6 +45,8 @@ func newAgentCollector(a *Agent) *agentCollector {
 		proxyConns:     d("proxy_connections_total", "TCP upstream connections accepted.", "service"),
 		proxyLatency: d("proxy_request_duration_seconds",
 			"Time from a request's arrival at the proxy to its instance's response headers, retries included.", "service"),
+		proxyOverhead: d("proxy_overhead_seconds",
+			"The proxy's own time per HTTP/1 request: its handler's time less the tries' (connect, write, wait for the instance's headers)."),
 		checkStatus: d("check_status", "Health checks of this agent: 1 for the check's current status, 0 for the others.", "check", "service", "status"),
 	}
 }
@@ -55,7 +57,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.info, c.members, c.instances, c.services, c.lag,
 		c.replBytes, c.replPushes, c.replPulls, c.queueDepth, c.healthScore,
 		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
-		c.proxyConns, c.proxyLatency, c.checkStatus,
+		c.proxyConns, c.proxyLatency, c.proxyOverhead, c.checkStatus,
 	} {
 		ch <- d
 	}
@@ -126,6 +128,8 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstHistogram(c.proxyLatency,
 				s.Latency.Count, s.Latency.Sum.Seconds(), s.Latency.Cumulative(), s.Service)
 		}
+		o := a.proxy.Overhead()
+		ch <- prometheus.MustNewConstHistogram(c.proxyOverhead, o.Count, o.Sum.Seconds(), o.Cumulative())
 	}
 
 	if a.reg == nil {

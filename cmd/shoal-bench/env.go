@@ -136,6 +136,11 @@ type wrkResult struct {
 	// the run and their summed stop-the-world pauses (-1: not a Go target).
 	GCs     float64
 	GCPause time.Duration
+	// OwnP99 is the p99 of the agent's own time per request (its
+	// shoal_proxy_overhead_seconds) and SchedP99 of the Go scheduler's
+	// latency (time runnable before running) during the run, both as
+	// bucket bounds; -1 where not measured.
+	OwnP99, SchedP99 time.Duration
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times; 100 on
@@ -262,6 +267,8 @@ func medianResult(rs []wrkResult) wrkResult {
 		P99:       time.Duration(med(func(r wrkResult) float64 { return float64(r.P99) })),
 		GCs:       med(func(r wrkResult) float64 { return r.GCs }),
 		GCPause:   time.Duration(med(func(r wrkResult) float64 { return float64(r.GCPause) })),
+		OwnP99:    time.Duration(med(func(r wrkResult) float64 { return float64(r.OwnP99) })),
+		SchedP99:  time.Duration(med(func(r wrkResult) float64 { return float64(r.SchedP99) })),
 	}
 	for _, r := range rs {
 		out.Errors += r.Errors

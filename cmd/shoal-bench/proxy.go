@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	nethttp "net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -135,7 +137,7 @@ func runBenchProxy(c *cli.Context) error {
 	for round := 0; round < rounds; round++ {
 		for _, t := range targets {
 			cpu0, _ := processCPU(t.pid)
-			gc0, pause0 := goGCStats(t.metrics)
+			m0 := agentSamples(t.metrics)
 			r, err := runWrk(wrk, t.url, t.host, threads, conns, d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
@@ -143,13 +145,17 @@ func runBenchProxy(c *cli.Context) error {
 			if cpu1, err := processCPU(t.pid); err == nil && r.RPS > 0 {
 				r.CPUPerReq = time.Duration(float64(cpu1-cpu0) / (r.RPS * d.Seconds()))
 			}
-			r.GCs, r.GCPause = -1, -1
-			if gc1, pause1 := goGCStats(t.metrics); gc0 >= 0 && gc1 >= 0 {
-				r.GCs, r.GCPause = gc1-gc0, pause1-pause0
+			r.GCs, r.GCPause, r.OwnP99, r.SchedP99 = -1, -1, -1, -1
+			if m1 := agentSamples(t.metrics); m0 != nil && m1 != nil {
+				r.GCs = m1["go_gc_duration_seconds_count"] - m0["go_gc_duration_seconds_count"]
+				r.GCPause = time.Duration((m1["go_gc_duration_seconds_sum"] - m0["go_gc_duration_seconds_sum"]) * float64(time.Second))
+				r.OwnP99 = runQuantile(m0, m1, "shoal_proxy_overhead_seconds", 0.99)
+				r.SchedP99 = runQuantile(m0, m1, "go_sched_latencies_seconds", 0.99)
 			}
 			results[t.name] = append(results[t.name], r)
-			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %-9v cpu/req %-8v %s\n",
-				round+1, t.name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), gcColumn(r))
+			fmt.Fprintf(c.App.ErrWriter, "  round %d %-18s %8.0f rps  p50 %-9v p99 %-9v cpu/req %-8v gc %-14s own p99 %-9s sched p99 %s\n",
+				round+1, t.name, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), gcColumn(r),
+				quantileColumn(r.OwnP99), quantileColumn(r.SchedP99))
 		}
 	}
 	med := make(map[string]wrkResult)
@@ -157,53 +163,86 @@ func runBenchProxy(c *cli.Context) error {
 		med[name] = medianResult(rs)
 	}
 	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\trps\tp50\tp99\tcpu/req\terrors\trps vs haproxy\tp99 vs haproxy\tcpu/req vs haproxy\tGC per run\t")
+	fmt.Fprintln(w, "target\trps\tp50\tp99\tcpu/req\terrors\trps vs haproxy\tp99 vs haproxy\tcpu/req vs haproxy\tGC per run\town p99\tsched p99\t")
 	for _, t := range targets {
 		r := med[t.name]
 		base := med["haproxy"]
 		if strings.Contains(t.name, " tcp") {
 			base = med["haproxy tcp"]
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t%s\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t%s\t%s\t%s\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
 			r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), r.Errors, r.RPS/base.RPS,
-			float64(r.P99)/float64(base.P99), float64(r.CPUPerReq)/float64(base.CPUPerReq), gcColumn(r))
+			float64(r.P99)/float64(base.P99), float64(r.CPUPerReq)/float64(base.CPUPerReq), gcColumn(r),
+			quantileColumn(r.OwnP99), quantileColumn(r.SchedP99))
 	}
 	return w.Flush()
 }
 
-// goGCStats reads a Shoal agent's garbage collections so far and their
-// summed pauses from its /metrics; -1 when url is empty or unreadable.
-func goGCStats(url string) (count float64, pause time.Duration) {
+// agentSamples is one scrape of a Shoal agent's /metrics: each sample
+// line's name with its labels, as written, mapped to its value; nil when
+// url is empty or unreadable.
+func agentSamples(url string) map[string]float64 {
 	if url == "" {
-		return -1, -1
+		return nil
 	}
 	resp, err := nethttp.Get(url)
 	if err != nil {
-		return -1, -1
+		return nil
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return -1, -1
+		return nil
 	}
-	count, pause = -1, -1
+	out := make(map[string]float64)
 	for _, line := range strings.Split(string(body), "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok {
+		i := strings.LastIndexByte(line, ' ')
+		if line == "" || line[0] == '#' || i < 0 {
 			continue
 		}
 		var v float64
-		if _, err := fmt.Sscan(value, &v); err != nil {
-			continue
-		}
-		switch name {
-		case "go_gc_duration_seconds_count":
-			count = v
-		case "go_gc_duration_seconds_sum":
-			pause = time.Duration(v * float64(time.Second))
+		if _, err := fmt.Sscan(line[i+1:], &v); err == nil {
+			out[line[:i]] = v
 		}
 	}
-	return count, pause
+	return out
+}
+
+// runQuantile is the q-quantile, from the histogram name's buckets, of the
+// observations made between scrapes a and b: the upper bound of the bucket
+// it falls in. -1 when the histogram is missing or saw nothing.
+func runQuantile(a, b map[string]float64, name string, q float64) time.Duration {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + `_bucket{le="`
+	for k, v := range b {
+		le, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		le = strings.TrimSuffix(le, `"}`)
+		var bound float64
+		if le == "+Inf" {
+			bound = math.Inf(1)
+		} else if _, err := fmt.Sscan(le, &bound); err != nil {
+			continue
+		}
+		bs = append(bs, bucket{bound, v - a[k]})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	if len(bs) == 0 || bs[len(bs)-1].n <= 0 {
+		return -1
+	}
+	want := q * bs[len(bs)-1].n
+	for _, bk := range bs {
+		if bk.n >= want {
+			if math.IsInf(bk.le, 1) {
+				return time.Duration(math.MaxInt64)
+			}
+			return time.Duration(bk.le * float64(time.Second))
+		}
+	}
+	return -1
 }
 
 // gcColumn shows a run's garbage collections, or "-" for a target that is
@@ -213,6 +252,17 @@ func gcColumn(r wrkResult) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f (%v)", r.GCs, r.GCPause.Round(time.Microsecond))
+}
+
+// quantileColumn shows a quantile from runQuantile: "≤ bound", or "-".
+func quantileColumn(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-"
+	case d == time.Duration(math.MaxInt64):
+		return "> max bucket"
+	}
+	return "≤ " + d.Round(time.Microsecond).String()
 }
 
 // shoalBinary is one build of shoal to measure.
