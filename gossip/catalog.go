@@ -193,8 +193,18 @@ func (c *Catalog) setMember(m Member) {
 	if known && sameMember(cur, &m) {
 		return
 	}
-	c.members[m.Name] = &m
+	if known && onlyVersionMoved(cur, &m) {
+		// The owner advertises the version it just published: the change
+		// itself bumped the index when it was published or applied here,
+		// and a gap is repaired by a pull that bumps it then. Bumping
+		// again would wake every blocking query twice per change.
+		m.Index = cur.Index
+		c.members[m.Name] = &m
+		return
+	}
 	c.bumpLocked()
+	m.Index = c.index
+	c.members[m.Name] = &m
 	if m.Status == StatusLeft && m.Name != c.local {
 		if o := c.owners[m.Name]; o != nil {
 			c.left[m.Name] = o.version
@@ -225,6 +235,20 @@ func (c *Catalog) removeMember(name string) {
 	}
 	delete(c.owners, name)
 	delete(c.members, name)
+}
+
+// onlyVersionMoved reports whether b differs from a in its advertised
+// catalog version alone.
+func onlyVersionMoved(a, b *Member) bool {
+	if a.Status != b.Status || a.Port != b.Port || !a.Addr.Equal(b.Addr) || len(a.Tags) != len(b.Tags) {
+		return false
+	}
+	for k, v := range a.Tags {
+		if w, ok := b.Tags[k]; !ok || (w != v && k != TagVersion) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameMember(a, b *Member) bool {

@@ -70,6 +70,12 @@ type Member struct {
 
 	ProtocolMin, ProtocolMax, ProtocolCur uint8
 	DelegateMin, DelegateMax, DelegateCur uint8
+
+	// Index is the catalog index at which the member's record last changed
+	// (status, address, tags), not counting its advertised catalog version,
+	// which moves with every service change: Consul's node ModifyIndex.
+	// Only members read from the Catalog have it; elsewhere it is 0.
+	Index uint64
 }
 
 // Datacenter is the member's datacenter tag.

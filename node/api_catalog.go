@@ -136,7 +136,7 @@ func catalogNode(m gossip.Member) CatalogNode {
 		ID: m.NodeID(), Node: m.Name, Address: addr, Datacenter: m.Datacenter(),
 		TaggedAddresses: map[string]string{"lan": addr, "wan": addr},
 		Meta:            m.Meta(),
-		CreateIndex:     1, ModifyIndex: m.CatalogVersion(),
+		CreateIndex:     1, ModifyIndex: max(m.Index, 1),
 	}
 }
 

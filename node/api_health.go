@@ -148,7 +148,7 @@ func serfHealth(m gossip.Member) HealthCheck {
 	c := HealthCheck{
 		Node: m.Name, CheckID: serfHealthID, Name: "Serf Health Status",
 		Status: gossip.StatusPassing, Output: "Agent alive and reachable",
-		ServiceTags: []string{}, CreateIndex: 1, ModifyIndex: m.CatalogVersion(),
+		ServiceTags: []string{}, CreateIndex: 1, ModifyIndex: max(m.Index, 1),
 	}
 	if m.Status != gossip.StatusAlive {
 		c.Status, c.Output = gossip.StatusCritical, "Agent not live or unreachable"
