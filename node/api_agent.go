@@ -108,7 +108,7 @@ func (s *api) agentSelf(w http.ResponseWriter, r *http.Request) {
 			"Revision":   "shoal",
 		},
 		"Member": agentMember(local),
-		"Meta":   orEmptyMap(nil),
+		"Meta":   orEmptyMap(s.a.cfg.NodeMeta), // the node meta, as Consul's
 		"Stats":  s.selfStats(),
 	})
 }

@@ -111,6 +111,10 @@ func TestNodeMeta(t *testing.T) {
 	if err != nil || len(none) != 0 {
 		t.Fatalf("Nodes(rack:r1, zone:z) = %v, %v, want none: every pair must match", none, err)
 	}
+	self, err := consulClient(t, as[2]).Agent().Self()
+	if err != nil || self["Meta"]["rack"] != "r2" {
+		t.Fatalf("Self() Meta = %v, %v, want rack r2", self["Meta"], err)
+	}
 	// Filters see the meta too.
 	nodes, _, err = c.Catalog().Nodes(&consul.QueryOptions{Filter: `Meta.rack == "r2"`})
 	if err != nil || len(nodes) != 1 || nodes[0].Node != "n2" {
