@@ -218,6 +218,14 @@ const (
 	KeyRemove  KeyringOp = "remove"
 )
 
+// keyringQueryOptions has each member's answer also relayed through two
+// other members, so that one lost UDP packet does not lose the answer.
+var keyringQueryOptions = &serf.KeyRequestOptions{RelayFactor: 2}
+
+// keyringAttempts is how often a keyring query is asked when answers are
+// missing but no member refused.
+const keyringAttempts = 3
+
 // Keyring runs a keyring operation on every member (through serf queries)
 // and reports what each answered. Rotation is install, use, remove.
 func (c *Cluster) Keyring(op KeyringOp, key string) (*KeyringResponse, error) {
@@ -235,17 +243,27 @@ func (c *Cluster) Keyring(op KeyringOp, key string) (*KeyringResponse, error) {
 	km := c.serf.KeyManager()
 	var resp *serfKeyResponse
 	var err error
-	switch op {
-	case KeyList:
-		resp, err = km.ListKeys()
-	case KeyInstall:
-		resp, err = km.InstallKey(key)
-	case KeyUse:
-		resp, err = km.UseKey(key)
-	case KeyRemove:
-		resp, err = km.RemoveKey(key)
-	default:
-		return nil, fmt.Errorf("gossip: unknown keyring operation %q", op)
+	// A member whose answer missed the query's deadline (a busy machine)
+	// refused nothing: the operations are idempotent, so the query is
+	// asked again, up to keyringAttempts times, before the step fails.
+	for attempt := 1; ; attempt++ {
+		switch op {
+		case KeyList:
+			resp, err = km.ListKeysWithOptions(keyringQueryOptions)
+		case KeyInstall:
+			resp, err = km.InstallKeyWithOptions(key, keyringQueryOptions)
+		case KeyUse:
+			resp, err = km.UseKeyWithOptions(key, keyringQueryOptions)
+		case KeyRemove:
+			resp, err = km.RemoveKeyWithOptions(key, keyringQueryOptions)
+		default:
+			return nil, fmt.Errorf("gossip: unknown keyring operation %q", op)
+		}
+		if err == nil || resp == nil || resp.NumErr > 0 || resp.NumResp >= resp.NumNodes || attempt == keyringAttempts {
+			break
+		}
+		c.log.Warn("keyring: members did not answer in time, asking again",
+			"op", string(op), "answered", resp.NumResp, "members", resp.NumNodes)
 	}
 	if resp == nil {
 		return nil, fmt.Errorf("gossip: keyring %s: %w", op, err)
