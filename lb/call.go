@@ -125,7 +125,7 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		c.tried = append(c.tried, e)
 		expired := !c.deadline.IsZero() && !end.Before(c.deadline)
 		if f.final || expired || attempt >= p.cfg.MaxRetries || len(c.tried) == len(c.snap.eps) ||
-			!c.safeToRetry(f, x) || (!f.free && !p.budget.allow(time.Now().UnixNano())) {
+			!c.safeToRetry(f, x) || (!f.free && !p.budget.allow(end.UnixNano())) {
 			return nil, &tryError{err: err, addr: e.addr, service: strings.Clone(c.service), timeout: f.timeout || expired}
 		}
 		p.metrics.retries.Add(1)

@@ -30,6 +30,10 @@ const maxInterimResponses = 8
 // errTooManyInterim reports an instance that sent nothing but 1xx answers.
 var errTooManyInterim = errors.New("too many interim (1xx) responses")
 
+// errNoGuard reports a pooled connection that fastClient's dialer did not
+// make: a bug, refused rather than used without its idle check.
+var errNoGuard = errors.New("upstream connection without its stale-connection guard")
+
 // roundTrip sends req to the instance and reads the response headers into
 // resp; the body is in resp or streams from the connection. deadline (zero:
 // none) bounds the whole exchange, body included, as fasthttp's own client
@@ -62,9 +66,14 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 		return err
 	}
 	conn := cc.Conn()
-	if g, ok := conn.(*staleGuardConn); !ok || g.setDeadline(deadline) != nil {
+	g, ok := conn.(*staleGuardConn)
+	if !ok {
 		hc.CloseConn(cc)
-		return errors.New("upstream connection without its guard")
+		return errNoGuard
+	}
+	if err := g.setDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return err
 	}
 
 	bw := hc.AcquireWriter(conn)
@@ -85,7 +94,10 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 		hc.CloseConn(cc)
 		return timeoutAsErrTimeout(err)
 	}
-	keep := !req.ConnectionClose() && !resp.ConnectionClose()
+	// A connection that switched protocols (101 to a request that asked
+	// for no upgrade; upgrades are tunnelled elsewhere) speaks HTTP no more.
+	keep := !req.ConnectionClose() && !resp.ConnectionClose() &&
+		resp.StatusCode() != fasthttp.StatusSwitchingProtocols
 
 	if status := resp.StatusCode(); req.Header.IsHead() || status == fasthttp.StatusNoContent ||
 		status == fasthttp.StatusNotModified || status < 200 {
@@ -138,7 +150,8 @@ func readFinalHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 }
 
 // timeoutAsErrTimeout reports any timeout as fasthttp.ErrTimeout, as
-// fasthttp's client does, so that the request loop reads it alike.
+// fasthttp's client does, so that the request loop reads a read or write
+// deadline as a timeout rather than as a broken connection (a reset).
 func timeoutAsErrTimeout(err error) error {
 	if err != nil && isNetTimeout(err) {
 		return fasthttp.ErrTimeout
