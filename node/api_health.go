@@ -52,7 +52,7 @@ func (s *api) healthChecks(w http.ResponseWriter, r *http.Request) {
 	s.blocking(w, r, func() any {
 		out := []HealthCheck{}
 		for _, in := range s.a.cluster.Catalog().Instances(name) {
-			if !metaMatches(catalogNode(in.Node).Meta, meta) {
+			if !metaMatches(in.Node.Meta(), meta) {
 				continue
 			}
 			for _, c := range instanceChecks(in)[1:] {
@@ -110,12 +110,12 @@ func (s *api) healthState(w http.ResponseWriter, r *http.Request) {
 		}
 		cat := s.a.cluster.Catalog()
 		for _, m := range cat.Members() {
-			if registered(m) && metaMatches(catalogNode(m).Meta, meta) {
+			if registered(m) && metaMatches(m.Meta(), meta) {
 				keep(serfHealth(m))
 			}
 		}
 		for _, in := range cat.AllInstances() {
-			if !metaMatches(catalogNode(in.Node).Meta, meta) {
+			if !metaMatches(in.Node.Meta(), meta) {
 				continue
 			}
 			for _, c := range instanceChecks(in)[1:] {
