@@ -32,6 +32,9 @@ func (i *Instance) Status() string {
 type Catalog struct {
 	local string
 	now   func() time.Time
+	// signed makes apply take a peer's delta only when the records lead to
+	// the digest its owner signed (see attest.go); set before any apply.
+	signed bool
 
 	mu      sync.RWMutex // guards the fields below
 	owners  map[string]*ownerState
@@ -133,6 +136,11 @@ func (c *Catalog) applyFrom(d *Delta) (applyResult, uint64) {
 		c.owners[d.Owner] = o
 	}
 	prev := o.version
+	if c.signed && d.Version > o.version && (d.Full || d.Since <= o.version) {
+		if d.Att == nil || string(o.digestAfter(d)) != string(d.Att.Digest) {
+			return applyRefused, prev
+		}
+	}
 	return c.applyOwnerLocked(d.Owner, o, d), prev
 }
 

@@ -36,6 +36,7 @@ type Cluster struct {
 	tagKick chan struct{}
 	keyring *memberlist.Keyring // nil without encryption
 	sealer  Sealer              // protects catalog frames; nil: plain
+	refused refusals            // deltas refused on their signature
 
 	stop         chan struct{}
 	wg           sync.WaitGroup
@@ -60,6 +61,7 @@ func New(cfg Config) (*Cluster, error) {
 		tagKick: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
+	c.catalog.signed = cfg.Attestor != nil
 	c.push = newPusher(c)
 	c.pull = newPuller(c)
 	kr, err := newKeyring(cfg.Keys)
@@ -77,7 +79,11 @@ func New(cfg Config) (*Cluster, error) {
 func (c *Cluster) Catalog() *Catalog { return c.catalog }
 
 // Stats returns the traffic counters of the node-to-node catalog path.
-func (c *Cluster) Stats() Stats { return c.stats.snapshot() }
+func (c *Cluster) Stats() Stats {
+	s := c.stats.snapshot()
+	s.Refused = c.refused.snapshot()
+	return s
+}
 
 // RPCAddr is the advertised address of the node-to-node catalog path.
 func (c *Cluster) RPCAddr() string { return c.rpcAddr }
@@ -222,6 +228,11 @@ func (c *Cluster) tags() map[string]string {
 // the same name replace it whole.
 func (c *Cluster) Publish(d Delta) error {
 	d.Owner, d.Full = c.cfg.NodeName, true
+	if c.cfg.Attestor != nil {
+		if err := c.attest(&d); err != nil {
+			return err
+		}
+	}
 	prev, ok := c.catalog.publishLocal(&d)
 	if !ok {
 		return fmt.Errorf("gossip: publish version %d: not above %d", d.Version, prev)

@@ -111,6 +111,11 @@ type Config struct {
 	// Sealer overrides how catalog frames are protected; nil derives it from
 	// Keys (plain frames without keys).
 	Sealer Sealer
+	// Attestor, when set, signs this node's catalog and makes the agent
+	// apply other owners' deltas only with their owner's valid signature
+	// (see attest.go). Nil: catalogs are not signed, and unsigned deltas
+	// are taken.
+	Attestor Attestor
 	// Logger receives the cluster's logs; nil discards them.
 	Logger *slog.Logger
 	// Network, when set, carries all of the cluster's traffic (memberlist's

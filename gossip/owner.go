@@ -15,6 +15,8 @@ type ownerState struct {
 	floor uint64
 	// records holds live services and tombstones by service ID.
 	records map[string]Record
+	// att is the owner's signature of this state, when catalogs are signed.
+	att *Attestation
 }
 
 func newOwnerState() *ownerState {
@@ -28,6 +30,7 @@ const (
 	applyStale   applyResult = iota // nothing new: duplicate or older
 	applyApplied                    // the state moved forward
 	applyGap                        // the delta starts past our version: pull first
+	applyRefused                    // the records do not lead to the state the owner signed
 )
 
 // apply merges d into the state. Records only ever replace older records, and
@@ -43,7 +46,7 @@ func (o *ownerState) apply(d *Delta) applyResult {
 				o.records[r.ID] = r
 			}
 		}
-		o.version, o.floor = d.Version, d.Since
+		o.version, o.floor, o.att = d.Version, d.Since, d.Att
 		return applyApplied
 	}
 	if d.Since > o.version {
@@ -58,7 +61,7 @@ func (o *ownerState) apply(d *Delta) applyResult {
 		}
 		o.records[r.ID] = r
 	}
-	o.version = d.Version
+	o.version, o.att = d.Version, d.Att
 	return applyApplied
 }
 
@@ -66,7 +69,7 @@ func (o *ownerState) apply(d *Delta) applyResult {
 // records changed after since, or the full state when since is older than
 // the floor.
 func (o *ownerState) deltaSince(owner string, since uint64) Delta {
-	d := Delta{Owner: owner, Since: since, Version: o.version}
+	d := Delta{Owner: owner, Since: since, Version: o.version, Att: o.att}
 	if since >= o.version {
 		return d
 	}

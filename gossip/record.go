@@ -84,6 +84,9 @@ type Delta struct {
 	Version uint64   `json:"version"`
 	Full    bool     `json:"full,omitempty"`
 	Records []Record `json:"records,omitempty"`
+	// Att is the owner's signature of its catalog at Version, relayed
+	// unchanged; set when the cluster runs with an Attestor.
+	Att *Attestation `json:"att,omitempty"`
 }
 
 // NextVersion returns the version that follows prev. Versions are hybrid

@@ -79,7 +79,15 @@ func (c *Cluster) handle(m *message) (*message, error) {
 // receive applies a delta from a peer: something new is forwarded at once,
 // a gap is filled by pulling from the sender.
 func (c *Cluster) receive(d *Delta, from string) {
+	if err := c.verifyDelta(d); err != nil {
+		var r *errRefused
+		errors.As(err, &r)
+		c.refuse(d, from, r.reason, err)
+		return
+	}
 	switch res, prev := c.catalog.applyFrom(d); res {
+	case applyRefused:
+		c.refuse(d, from, RefusedDigest, errors.New("records do not match the state the owner signed"))
 	case applyApplied:
 		// Forward from what we held: after a full delta, d.Since is the
 		// owner's floor and may equal its version.

@@ -16,6 +16,9 @@ type Stats struct {
 	// MemberFailures counts the times failure detection declared a member
 	// failed here; one that flaps counts once per failure.
 	MemberFailures uint64
+	// Refused counts peers' deltas refused on their owner's signature, by
+	// reason (RefusedUnsigned, RefusedSignature, RefusedDigest).
+	Refused map[string]uint64
 }
 
 type stats struct {
