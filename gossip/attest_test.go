@@ -199,7 +199,9 @@ func liarSigns(t *testing.T, d *Delta, a *keyAttestor) {
 // applying against the state apply then leaves: they must agree for every
 // kind of delta, or honest deltas would be refused.
 func TestDigestAfterMatchesApply(t *testing.T) {
-	svc := func(id string) *Service { return &Service{ID: id, Name: "web", Meta: map[string]string{"b": "2", "a": "1"}} }
+	svc := func(id string) *Service {
+		return &Service{ID: id, Name: "web", Meta: map[string]string{"b": "2", "a": "1"}}
+	}
 	o := newOwnerState()
 	steps := []Delta{
 		{Version: 10, Full: true, Records: []Record{{ID: "a", Version: 5, Service: svc("a")}, {ID: "b", Version: 10, Service: svc("b")}}},
