@@ -57,6 +57,11 @@ type Config struct {
 	// eject at once (one instance is always allowed).
 	MaxEjectionShare float64
 
+	// Mesh, when set, carries connections to instances on other nodes
+	// (Instance.Via) through their agents; nil connects to every instance
+	// directly.
+	Mesh Mesh
+
 	// ShutdownTimeout is how long Shutdown lets in-flight requests and
 	// connections finish before closing them.
 	ShutdownTimeout time.Duration

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"math"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,12 @@ import (
 type endpoint struct {
 	id   string
 	addr string
+	// via is the agent to reach the instance through (Instance.Via), with
+	// mesh; "" connects directly.
+	via  string
+	mesh Mesh
+	// h2t is the h2c transport of an instance reached through the mesh.
+	h2t atomic.Pointer[http.Transport]
 	// connectTimeout bounds a connect to the instance.
 	connectTimeout time.Duration
 	// fc is the endpoint's pool of upstream HTTP/1.1 connections, made on
@@ -42,8 +49,11 @@ type endpoint struct {
 	lastEject time.Time
 }
 
-func newEndpoint(in Instance, connectTimeout time.Duration) *endpoint {
+func newEndpoint(in Instance, connectTimeout time.Duration, mesh Mesh) *endpoint {
 	e := &endpoint{id: in.ID, addr: in.Addr, connectTimeout: connectTimeout}
+	if in.Via != "" && mesh != nil {
+		e.via, e.mesh = in.Via, mesh
+	}
 	e.weight.Store(int64(max(in.Weight, 1)))
 	return e
 }

@@ -28,18 +28,21 @@ func (e *endpoint) fastClient() *fasthttp.HostClient {
 	if hc := e.fc.Load(); hc != nil {
 		return hc
 	}
-	dialer := upstreamDialer(e.connectTimeout)
+	idle := 90 * time.Second
+	if e.via != "" {
+		idle = meshIdleTimeout
+	}
 	hc := &fasthttp.HostClient{
 		Addr: e.addr,
-		DialTimeout: func(addr string, _ time.Duration) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
+		DialTimeout: func(string, time.Duration) (net.Conn, error) {
+			c, err := e.dial("")
 			if err != nil {
-				return nil, &dialError{err}
+				return nil, err
 			}
 			return newStaleGuardConn(c), nil
 		},
 		MaxConns:            1 << 16,
-		MaxIdleConnDuration: 90 * time.Second,
+		MaxIdleConnDuration: idle,
 		ReadBufferSize:      16 << 10,
 		WriteBufferSize:     16 << 10,
 	}

@@ -124,7 +124,7 @@ func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 	if x.body != nil {
 		out.Body = x.body
 	}
-	resp, err := x.p.transport.RoundTrip(&out)
+	resp, err := e.h2Transport(x.p.transport).RoundTrip(&out)
 	if err != nil {
 		if ctxErr := x.req.Context().Err(); ctxErr != nil {
 			// The caller is gone or out of time: not the instance's fault,

@@ -196,7 +196,7 @@ func TestEWMAPrefersLowerLatency(t *testing.T) {
 }
 
 func TestEWMAPeakAndDecay(t *testing.T) {
-	e := newEndpoint(Instance{ID: "a", Addr: "x", Weight: 1}, time.Second)
+	e := newEndpoint(Instance{ID: "a", Addr: "x", Weight: 1}, time.Second, nil)
 	now := time.Now().UnixNano()
 	e.observeLatency(10*time.Millisecond, now)
 	e.observeLatency(100*time.Millisecond, now+int64(time.Millisecond))

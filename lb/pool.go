@@ -72,8 +72,8 @@ func (pl *pool) build(gen uint64) *snapshot {
 		}
 		seen[in.ID] = true
 		e := pl.byID[in.ID]
-		if e == nil || e.addr != in.Addr {
-			e = newEndpoint(in, pl.p.cfg.ConnectTimeout)
+		if e == nil || e.addr != in.Addr || e.via != in.Via {
+			e = newEndpoint(in, pl.p.cfg.ConnectTimeout, pl.p.cfg.Mesh)
 			pl.byID[in.ID] = e
 		}
 		e.weight.Store(int64(max(in.Weight, 1)))

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,9 +42,11 @@ type Proxy struct {
 	fastSrv   *fasthttp.Server
 	h2        *http2.Server
 	h2Handler http.Handler
-	h2Conns   connSet // h2c client connections
-	tunnels   connSet // CONNECT and Upgrade sessions
+	h2Conns   connSet    // h2c client connections
+	tunnels   connSet    // CONNECT and Upgrade sessions
+	upMu      sync.Mutex // guards upstreams and closed, for AddUpstream
 	upstreams []*tcpUpstream
+	closed    bool
 
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup
@@ -98,7 +101,7 @@ func (p *Proxy) Start() error {
 			p.closeListeners()
 			return fmt.Errorf("proxy: upstream %s: %w", name, err)
 		}
-		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, ln: ln})
+		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, addr: addr, ln: ln})
 	}
 	if p.httpLn != nil {
 		rp := &httputil.ReverseProxy{
@@ -160,6 +163,8 @@ func (p *Proxy) HTTPAddr() string {
 
 // UpstreamAddr is the address of the TCP listener of a service, or "".
 func (p *Proxy) UpstreamAddr(service string) string {
+	p.upMu.Lock()
+	defer p.upMu.Unlock()
 	for _, u := range p.upstreams {
 		if u.service == service {
 			return u.ln.Addr().String()
@@ -178,7 +183,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			ctx, cancel = context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
 			defer cancel()
 		}
-		for _, u := range p.upstreams {
+		p.upMu.Lock()
+		p.closed = true
+		upstreams := slices.Clone(p.upstreams)
+		p.upMu.Unlock()
+		for _, u := range upstreams {
 			u.ln.Close()
 		}
 		if p.fastSrv != nil {
@@ -190,7 +199,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.wg.Wait()
 		p.h2Conns.drain(ctx)
 		p.tunnels.drain(ctx)
-		for _, u := range p.upstreams {
+		for _, u := range upstreams {
 			u.sessions.drain(ctx)
 		}
 		p.transport.CloseIdleConnections()

@@ -25,6 +25,12 @@ func setUserTimeout(_, _ string, c syscall.RawConn) error {
 // other end of c has closed it or sent data nobody asked for: either way
 // the connection must not carry a new request.
 func peerClosed(c net.Conn) bool {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		// A TLS connection through the mesh: anything waiting on its
+		// socket while idle is the far agent's close (the mesh dial read
+		// past the handshake's session tickets).
+		c = tc.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false

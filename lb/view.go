@@ -10,6 +10,10 @@ type Instance struct {
 	Weight int
 	// Tags are the instance's tags, for TAG.NAME routing.
 	Tags []string
+	// Via, when set, is the address of the agent of the node that hosts
+	// the instance, which the proxy reaches through Config.Mesh: the
+	// instance is on another node and traffic to it crosses the mesh hop.
+	Via string
 	// Meta is the instance's metadata; "lb_policy" and "lb_hash_key" choose
 	// the balancing policy of the service.
 	Meta map[string]string
