@@ -116,6 +116,10 @@ type Config struct {
 	// (see attest.go). Nil: catalogs are not signed, and unsigned deltas
 	// are taken.
 	Attestor Attestor
+	// TLSHandler takes the connections of the catalog port that open with
+	// a TLS handshake: the mesh between agents shares the port with the
+	// catalog. It owns the connection. Nil: they are dropped as malformed.
+	TLSHandler func(net.Conn)
 	// Logger receives the cluster's logs; nil discards them.
 	Logger *slog.Logger
 	// Network, when set, carries all of the cluster's traffic (memberlist's

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -30,11 +31,19 @@ func (c *Cluster) serveRPC() {
 	}
 }
 
-// serveConn answers one request on conn.
+// serveConn answers one request on conn, or hands it to the mesh.
 func (c *Cluster) serveConn(conn net.Conn) {
-	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
-	m, n, err := readMessage(conn, c.sealer)
+	// One port between nodes: catalog frames open with a frame kind (0 or
+	// 1), the mesh with a TLS handshake record.
+	br := bufio.NewReaderSize(conn, 16)
+	if first, err := br.Peek(1); err == nil && first[0] == tlsHandshakeRecord && c.cfg.TLSHandler != nil {
+		_ = conn.SetDeadline(time.Time{})
+		c.cfg.TLSHandler(&peekedConn{Conn: conn, r: br})
+		return
+	}
+	defer conn.Close()
+	m, n, err := readMessage(br, c.sealer)
 	if err != nil {
 		if !errors.Is(err, io.EOF) {
 			c.log.Warn("rejected catalog message", "peer", conn.RemoteAddr().String(), "err", err)
@@ -96,6 +105,18 @@ func (c *Cluster) receive(d *Delta, from string) {
 		c.pull.want(d.Owner, d.Version, from)
 	}
 }
+
+// tlsHandshakeRecord is the first byte of a TLS connection (the record
+// type of its ClientHello), never a catalog frame kind.
+const tlsHandshakeRecord = 0x16
+
+// peekedConn is a connection whose first bytes were read ahead into r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // call sends m to the agent serving addr and returns its reply.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
