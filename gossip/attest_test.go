@@ -226,3 +226,35 @@ func TestDigestAfterMatchesApply(t *testing.T) {
 		}
 	}
 }
+
+// TestSignedCatalogRefusesForgedPullReplies: a pull is answered by
+// whichever peer is asked, so its reply is checked like a push.
+func TestSignedCatalogRefusesForgedPullReplies(t *testing.T) {
+	cs, dir := startSignedCluster(t, 3)
+	owner, liar, target := cs[0], cs[1], cs[2]
+	p := newPublisher(owner)
+	p.put(&Service{ID: "web-1", Name: "web", Port: 80})
+	waitEvery(t, cs, 5*time.Second, "node0's catalog everywhere", func(c *Cluster) bool {
+		return c.Catalog().Version("node0") == p.version
+	})
+	// The liar's replica of node0 is replaced by a newer, forged state it
+	// signs itself, as a member with the gossip key could.
+	next := NextVersion(p.version, time.Now())
+	forged := Delta{Owner: "node0", Version: next, Full: true,
+		Records: []Record{{ID: "evil", Version: next, Service: &Service{ID: "evil", Name: "web", Port: 6666}}}}
+	liarSigns(t, &forged, &keyAttestor{self: "node1", dir: dir})
+	liar.catalog.mu.Lock()
+	o := newOwnerState()
+	o.apply(&forged)
+	liar.catalog.owners["node0"] = o
+	liar.catalog.mu.Unlock()
+
+	before := target.Stats().Refused[RefusedSignature]
+	target.pull.want("node0", next, liar.cfg.NodeName)
+	waitFor(t, 5*time.Second, "the forged pull reply refused", func() bool {
+		return target.Stats().Refused[RefusedSignature] > before
+	})
+	if hasInstance(target, "web", "evil") || target.Catalog().Version("node0") != p.version {
+		t.Fatal("the target applied a forged pull reply")
+	}
+}

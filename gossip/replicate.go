@@ -290,7 +290,7 @@ func (p *puller) round() {
 				return
 			}
 			for i := range reply.Deltas {
-				if p.c.catalog.apply(&reply.Deltas[i]) == applyApplied {
+				if res, _ := p.c.admit(&reply.Deltas[i], addr); res == applyApplied {
 					// Peers that missed it too get it without waiting for their own pull.
 					p.c.push.enqueue(reply.Deltas[i].Owner, wantsSince(wants, reply.Deltas[i].Owner))
 				}

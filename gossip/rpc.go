@@ -88,15 +88,7 @@ func (c *Cluster) handle(m *message) (*message, error) {
 // receive applies a delta from a peer: something new is forwarded at once,
 // a gap is filled by pulling from the sender.
 func (c *Cluster) receive(d *Delta, from string) {
-	if err := c.verifyDelta(d); err != nil {
-		var r *errRefused
-		errors.As(err, &r)
-		c.refuse(d, from, r.reason, err)
-		return
-	}
-	switch res, prev := c.catalog.applyFrom(d); res {
-	case applyRefused:
-		c.refuse(d, from, RefusedDigest, errors.New("records do not match the state the owner signed"))
+	switch res, prev := c.admit(d, from); res {
 	case applyApplied:
 		// Forward from what we held: after a full delta, d.Since is the
 		// owner's floor and may equal its version.
@@ -117,6 +109,23 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// admit applies a delta from a peer (pushed or pulled) once it passes its
+// owner's signature, when catalogs are signed; a refusal is counted and
+// logged, and applies nothing.
+func (c *Cluster) admit(d *Delta, from string) (applyResult, uint64) {
+	if err := c.verifyDelta(d); err != nil {
+		var r *errRefused
+		errors.As(err, &r)
+		c.refuse(d, from, r.reason, err)
+		return applyRefused, 0
+	}
+	res, prev := c.catalog.applyFrom(d)
+	if res == applyRefused {
+		c.refuse(d, from, RefusedDigest, errors.New("records do not match the state the owner signed"))
+	}
+	return res, prev
+}
 
 // call sends m to the agent serving addr and returns its reply.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
