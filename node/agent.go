@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-mesh/shoal/gossip"
 	"github.com/shoal-mesh/shoal/lb"
+	"github.com/shoal-mesh/shoal/node/pki"
 )
 
 // Agent is one Shoal agent: gossip membership, the services it owns and the
@@ -33,6 +34,14 @@ type Agent struct {
 	cluster *gossip.Cluster
 	proxy   *lb.Proxy
 	dns     *dnsServer // nil when disabled
+	// ids and mesh are the node PKI and the mesh hop; nil without a PKI.
+	ids  *identities
+	mesh *mesh
+	// reloadMu serializes reloads.
+	reloadMu sync.Mutex
+	// sidecars are the open sidecar upstream listeners, by address.
+	sidecarMu sync.Mutex
+	sidecars  map[string]sidecarUpstream
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -60,10 +69,11 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Agent{
-		cfg:     cfg,
-		log:     log.With("component", "agent"),
-		leaveCh: make(chan struct{}),
-		stop:    make(chan struct{}),
+		cfg:      cfg,
+		log:      log.With("component", "agent"),
+		leaveCh:  make(chan struct{}),
+		stop:     make(chan struct{}),
+		sidecars: map[string]sidecarUpstream{},
 	}, nil
 }
 
@@ -111,15 +121,34 @@ func (a *Agent) Start() (err error) {
 	if gcfg.Keys, gcfg.KeyringFile, err = a.keyring(); err != nil {
 		return err
 	}
+	if a.cfg.PKI() {
+		b, err := pki.LoadBundle(a.cfg.CAFile, a.cfg.NodeCertFile, a.cfg.NodeKeyFile, a.cfg.NodeName, time.Now())
+		if err != nil {
+			return fmt.Errorf("node PKI: %w", err)
+		}
+		if a.ids, err = newIdentities(b, a.cfg.LeafTTL, a.log); err != nil {
+			return fmt.Errorf("node PKI: %w", err)
+		}
+		gcfg.Attestor = catalogAttestor{a.ids}
+		gcfg.TLSHandler = func(c net.Conn) { a.mesh.serve(c) }
+	}
 	if a.cluster, err = gossip.New(gcfg); err != nil {
 		return err
+	}
+	view := lbView{cat: a.cluster.Catalog()}
+	if a.ids != nil {
+		a.mesh = newMesh(a.ids, a.cluster.Catalog(), a.cfg.NodeName, a.baseLog())
+		view.local, view.mesh = a.cfg.NodeName, true
 	}
 	// The proxy binds its listeners before the agent joins anyone, so that
 	// a taken address fails the start before peers ever see this node.
 	if a.cfg.Proxy.HTTPAddr != "" || len(a.cfg.Proxy.Upstreams) > 0 {
 		pcfg := a.cfg.Proxy
 		pcfg.Logger = a.cfg.Logger
-		if a.proxy, err = lb.New(pcfg, lbView{cat: a.cluster.Catalog()}); err == nil {
+		if a.mesh != nil {
+			pcfg.Mesh = a.mesh
+		}
+		if a.proxy, err = lb.New(pcfg, view); err == nil {
 			err = a.proxy.Start()
 		}
 		if err != nil {
@@ -132,7 +161,17 @@ func (a *Agent) Start() (err error) {
 	// the services of its previous life.
 	a.reg.publish = a.cluster.Publish
 	a.checks = newCheckManager(a, a.log)
-	a.reg.committed = a.checks.sync
+	a.reg.committed = func(st *registryState) {
+		a.checks.sync(st)
+		a.syncUpstreams(st)
+		if a.ids != nil {
+			a.ids.sync(serviceNames(st))
+		}
+	}
+	a.syncUpstreams(a.reg.current())
+	if a.ids != nil {
+		a.ids.sync(serviceNames(a.reg.current()))
+	}
 	if err = a.reg.bump(); err == nil {
 		err = a.cluster.Start()
 	}
@@ -171,10 +210,18 @@ func (a *Agent) maintain() {
 	defer reap.Stop()
 	critical := time.NewTicker(time.Second)
 	defer critical.Stop()
+	renew := time.NewTicker(leafRenewCheck)
+	defer renew.Stop()
 	for {
 		select {
 		case <-a.stop:
 			return
+		case <-renew.C:
+			if a.ids != nil {
+				if n := a.ids.renewDue(); n > 0 {
+					a.log.Info("renewed leaf certificates", "count", n)
+				}
+			}
 		case <-reap.C:
 			if err := a.reg.reapTombstones(ttl); err != nil {
 				a.log.Warn("reap tombstones failed", "err", err)
@@ -253,6 +300,9 @@ func (a *Agent) Shutdown() error {
 				a.log.Warn("proxy shutdown", "err", e)
 			}
 		}
+		if a.mesh != nil {
+			a.mesh.close()
+		}
 		if a.checks != nil {
 			a.checks.shutdown()
 		}
@@ -269,6 +319,48 @@ func (a *Agent) Shutdown() error {
 		a.wg.Wait()
 	})
 	return err
+}
+
+// leafRenewCheck is how often leaves are checked for their half-life.
+const leafRenewCheck = 10 * time.Second
+
+// serviceNames returns the names of the services in a registry state.
+func serviceNames(st *registryState) map[string]bool {
+	names := make(map[string]bool, len(st.Services))
+	for _, ls := range st.Services {
+		names[ls.Def.Name] = true
+	}
+	return names
+}
+
+// Reload re-reads the node PKI's files (the CA bundle, the node
+// certificate and its key): leaves are reissued under the new node
+// certificate and the local catalog is signed again, with no restart and
+// no connection dropped. A file that does not load changes nothing and is
+// the error. Without a PKI there is nothing to reload.
+func (a *Agent) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.ids == nil {
+		a.log.Info("reload: nothing to reload (no node PKI)")
+		return nil
+	}
+	b, err := pki.LoadBundle(a.cfg.CAFile, a.cfg.NodeCertFile, a.cfg.NodeKeyFile, a.cfg.NodeName, time.Now())
+	if err != nil {
+		a.log.Error("reload refused: the running PKI stays", "err", err)
+		return fmt.Errorf("reload: %w", err)
+	}
+	if err := a.ids.reload(b); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	// Peers that meet this catalog from now on check it against the new
+	// certificate (and, after a root rotation, the new root).
+	if err := a.reg.bump(); err != nil {
+		return fmt.Errorf("reload: sign the catalog again: %w", err)
+	}
+	a.log.Info("reloaded the node PKI", "trust_domain", b.TrustDomain, "roots", len(b.Roots),
+		"node_cert_expires", b.NodeCert.NotAfter.UTC().Format(time.RFC3339))
+	return nil
 }
 
 // keyring returns the gossip keys: the data dir's keyring when there is
@@ -327,4 +419,12 @@ func loadNodeID(dir string) (string, error) {
 		}
 	}
 	return id, nil
+}
+
+// baseLog is the agent's logger without its component attribute.
+func (a *Agent) baseLog() *slog.Logger {
+	if a.cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.cfg.Logger
 }

@@ -24,7 +24,13 @@ func (s *api) registerService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid service: %v", err)
 		return
 	}
+	opened, err := s.a.openUpstreams(&def)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid service: %v", err)
+		return
+	}
 	if err := s.a.reg.register(def, checks); err != nil {
+		s.a.closeUpstreams(opened)
 		s.a.log.Error("register failed", "service", def.ID, "err", err)
 		writeError(w, http.StatusInternalServerError, "register %q: %v", def.ID, err)
 		return

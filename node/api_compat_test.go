@@ -122,7 +122,7 @@ func TestRegisterRefusesUnknownFields(t *testing.T) {
 		code             int
 		want             string
 	}{
-		{"connect", "/v1/agent/service/register", `{"Name":"web","Port":80,"Connect":{"Native":true}}`, 400, "field Connect is not supported"},
+		{"connect", "/v1/agent/service/register", `{"Name":"web","Port":80,"Connect":{"Native":true}}`, 400, "field Connect.Native is not supported"},
 		{"proxy", "/v1/agent/service/register", `{"Name":"web","Port":80,"Proxy":{"DestinationServiceName":"db"}}`, 400, "field Proxy"},
 		{"tagged addresses", "/v1/agent/service/register", `{"Name":"web","Port":80,"TaggedAddresses":{"lan":{"Address":"1.2.3.4","Port":80}}}`, 400, "field TaggedAddresses"},
 		{"snake case", "/v1/agent/service/register", `{"Name":"web","Port":80,"enable_tag_override":true}`, 400, "field enable_tag_override"},

@@ -111,6 +111,8 @@ type ServiceDefinition struct {
 	Kind              string             `json:"Kind,omitempty"`
 	Check             *CheckDefinition   `json:"Check,omitempty"`
 	Checks            []*CheckDefinition `json:"Checks,omitempty"`
+	// Connect asks for sidecar upstreams (see sidecar.go).
+	Connect *ServiceConnect `json:"Connect,omitempty"`
 }
 
 // Weights are Consul's service weights.

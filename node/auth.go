@@ -62,11 +62,14 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 			return
 		}
 		write := r.Method != http.MethodGet && r.Method != http.MethodHead
+		// A leaf answer carries a private key: reading it takes the
+		// token as a write does (Consul asks for service:write).
+		secret := strings.HasPrefix(r.URL.Path, "/v1/agent/connect/ca/leaf/")
 		if origin := r.Header.Get("Origin"); write && origin != "" && !g.originAllowed(origin) {
 			writeError(w, http.StatusForbidden, "Permission denied: cross-site write from Origin %q refused", origin)
 			return
 		}
-		if g.token && (write || g.tokenReads) {
+		if g.token && (write || secret || g.tokenReads) {
 			tok, ok := requestToken(r)
 			switch {
 			case !ok:

@@ -58,6 +58,15 @@ type Config struct {
 	// and selected by ?node-meta=. It travels in the gossip tags, so it is
 	// small: see validateNodeMeta.
 	NodeMeta map[string]string
+	// CAFile, NodeCertFile and NodeKeyFile turn the node PKI on (all three
+	// or none): the PEM bundle of trusted roots, and this node's
+	// certificate (an intermediate CA from "shoal tls node create") and
+	// key. With them, catalogs are signed and traffic to other nodes goes
+	// over mutual TLS between agents.
+	CAFile, NodeCertFile, NodeKeyFile string
+	// LeafTTL is the lifetime of the leaf certificates the agent signs for
+	// itself and its services; they are renewed at half-life. Default 24h.
+	LeafTTL time.Duration
 	// EnableDebug serves Go's profiles under /debug/pprof/ on the HTTP API.
 	EnableDebug bool
 	// Gossip holds the gossip tunables; the fields above override theirs.
@@ -81,6 +90,7 @@ func DefaultConfig() Config {
 		Domain:     "shoal",
 		HTTP:       DefaultHTTPConfig(),
 		ReapAfter:  72 * time.Hour,
+		LeafTTL:    24 * time.Hour,
 		Gossip:     gossip.DefaultConfig(),
 		Proxy:      lb.DefaultConfig(),
 	}
@@ -112,6 +122,16 @@ func TestConfig(name string) Config {
 	return c
 }
 
+// PKI reports whether the node PKI is configured.
+func (c *Config) PKI() bool { return c.CAFile != "" }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Validate reports every problem with the configuration at once.
 func (c *Config) Validate() error {
 	var errs []error
@@ -124,6 +144,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("datacenter %q must be letters, digits, '-' or '_'", c.Datacenter))
 	}
 	errs = append(errs, validateNodeMeta(c.NodeMeta)...)
+	if set := btoi(c.CAFile != "") + btoi(c.NodeCertFile != "") + btoi(c.NodeKeyFile != ""); set != 0 && set != 3 {
+		errs = append(errs, errors.New("ca-file, node-cert-file and node-key-file go together: give all three or none"))
+	}
+	if c.PKI() && c.LeafTTL < 2*time.Minute {
+		errs = append(errs, fmt.Errorf("leaf-ttl %v: must be at least 2m", c.LeafTTL))
+	}
 	for flag, addr := range map[string]string{"bind": c.BindAddr, "http-addr": c.HTTPAddr} {
 		if err := checkHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", flag, addr, err))

@@ -51,12 +51,18 @@ type FileConfig struct {
 	LBPolicies map[string]string `hcl:"lb_policies"`
 	// NodeMeta is Config.NodeMeta, as --node-meta.
 	NodeMeta map[string]string `hcl:"node_meta"`
+	// The node PKI (see Config.CAFile).
+	CAFile       *string `hcl:"ca_file"`
+	NodeCertFile *string `hcl:"node_cert_file"`
+	NodeKeyFile  *string `hcl:"node_key_file"`
+	LeafTTL      *string `hcl:"leaf_ttl"`
 }
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
 	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
 	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt", "dns_addr", "dns_domain", "dns_ttl",
-	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key", "node_meta"}
+	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key", "node_meta",
+	"ca_file", "node_cert_file", "node_key_file", "leaf_ttl"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -111,6 +117,16 @@ func (fc *FileConfig) Apply(c *Config) error {
 	}
 	set(&c.Proxy.HTTPAddr, fc.ProxyAddr)
 	set(&c.Encrypt, fc.Encrypt)
+	set(&c.CAFile, fc.CAFile)
+	set(&c.NodeCertFile, fc.NodeCertFile)
+	set(&c.NodeKeyFile, fc.NodeKeyFile)
+	if fc.LeafTTL != nil {
+		d, err := time.ParseDuration(*fc.LeafTTL)
+		if err != nil {
+			return fmt.Errorf("config file: leaf_ttl %q: want a duration such as 24h", *fc.LeafTTL)
+		}
+		c.LeafTTL = d
+	}
 	set(&c.DNSAddr, fc.DNSAddr)
 	set(&c.Domain, fc.DNSDomain)
 	if fc.DNSTTL != nil {

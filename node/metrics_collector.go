@@ -17,6 +17,8 @@ type agentCollector struct {
 	replBytes, replPushes, replPulls, queueDepth, healthScore *prometheus.Desc
 	proxyRequests, proxyErrors, proxyRetries, proxyEjections  *prometheus.Desc
 	proxyConns, proxyLatency, proxyOverhead, checkStatus      *prometheus.Desc
+	deltasRefused, meshRefused, meshConns, meshActive         *prometheus.Desc
+	leaves, nodeCertExpiry, meshForwarded                     *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -47,7 +49,17 @@ func newAgentCollector(a *Agent) *agentCollector {
 			"Time from a request's arrival at the proxy to its instance's response headers, retries included.", "service"),
 		proxyOverhead: d("proxy_overhead_seconds",
 			"The proxy's own time per HTTP/1 request: its handler's time less the tries' (connect, write, wait for the instance's headers)."),
-		checkStatus: d("check_status", "Health checks of this agent: 1 for the check's current status, 0 for the others.", "check", "service", "status"),
+		deltasRefused: d("catalog_deltas_refused_total",
+			"Catalog deltas from peers refused on their owner's signature (node PKI on), by reason: unsigned, signature, digest.", "reason"),
+		meshRefused: d("mesh_refused_total",
+			"Mesh connections from other agents refused, by reason (handshake, certificate, node_not_alive, service_not_on_node, instance_not_local, instance_unreachable, preamble).", "reason"),
+		meshConns: d("mesh_connections_total", "Mesh connections accepted from other agents (in) and opened to them (out).", "direction"),
+		meshForwarded: d("mesh_forwarded_total",
+			"Mesh connections from other agents forwarded to a local instance, by the caller's verified identity (a service, or node:NAME for a node's shared proxy) and the destination service.", "source", "destination"),
+		meshActive:     d("mesh_active_connections", "Inbound mesh connections forwarding to a local instance now."),
+		leaves:         d("pki_leaf_certificates", "Leaf certificates this agent holds: its own and one per service name it hosts."),
+		nodeCertExpiry: d("pki_node_certificate_expiry_timestamp_seconds", "When this node's certificate expires (Unix time)."),
+		checkStatus:    d("check_status", "Health checks of this agent: 1 for the check's current status, 0 for the others.", "check", "service", "status"),
 	}
 }
 
@@ -58,6 +70,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.replBytes, c.replPushes, c.replPulls, c.queueDepth, c.healthScore,
 		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
 		c.proxyConns, c.proxyLatency, c.proxyOverhead, c.checkStatus,
+		c.deltasRefused, c.meshRefused, c.meshConns, c.meshActive, c.leaves, c.nodeCertExpiry, c.meshForwarded,
 	} {
 		ch <- d
 	}
@@ -112,6 +125,23 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.replPushes, st.PushesIn, "in")
 	counter(c.replPushes, st.PushesOut, "out")
 	counter(c.replPulls, st.Pulls)
+	for _, reason := range sortedKeys(st.Refused) {
+		counter(c.deltasRefused, st.Refused[reason], reason)
+	}
+	if m := a.mesh; m != nil {
+		refused := m.refused.snapshot()
+		for _, reason := range meshRefusalReasons {
+			counter(c.meshRefused, refused[reason], reason)
+		}
+		counter(c.meshConns, m.accepted.Load(), "in")
+		counter(c.meshConns, m.dialed.Load(), "out")
+		gauge(c.meshActive, float64(m.active.Load()))
+		for k, n := range m.forwarded.snapshot() {
+			counter(c.meshForwarded, n, k[0], k[1])
+		}
+		gauge(c.leaves, float64(len(*a.ids.byName.Load())))
+		gauge(c.nodeCertExpiry, float64(a.ids.Bundle().NodeCert.NotAfter.Unix()))
+	}
 	q := a.cluster.Queues()
 	gauge(c.queueDepth, float64(q.Intents), "intent")
 	gauge(c.queueDepth, float64(q.Events), "event")

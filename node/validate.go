@@ -108,6 +108,9 @@ func normalizeService(def *ServiceDefinition) ([]*checkState, error) {
 	if err := validateID("service ID", def.ID); err != nil {
 		return nil, err
 	}
+	if err := normalizeUpstreams(def); err != nil {
+		return nil, err
+	}
 	if def.Kind != "" {
 		return nil, fmt.Errorf("service kind %q is not supported: only typical services can be registered", def.Kind)
 	}

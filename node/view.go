@@ -14,6 +14,10 @@ import (
 // maintenance, or on a node that is not alive.
 type lbView struct {
 	cat *gossip.Catalog
+	// With mesh, instances of nodes other than local are reached through
+	// their agents (lb.Instance.Via).
+	local string
+	mesh  bool
 }
 
 // Generation implements lb.View: the service's own generation in the
@@ -38,13 +42,19 @@ func (v lbView) Instances(service string) []lb.Instance {
 		if host == "" {
 			host = in.Node.Addr.String()
 		}
-		out = append(out, lb.Instance{
+		li := lb.Instance{
 			ID:     in.Node.Name + "/" + in.Service.ID,
 			Addr:   net.JoinHostPort(host, strconv.Itoa(in.Service.Port)),
 			Weight: weight,
 			Tags:   in.Service.Tags,
 			Meta:   in.Service.Meta,
-		})
+		}
+		if v.mesh && in.Node.Name != v.local {
+			if li.Via = in.Node.RPCAddr(); li.Via == "" {
+				continue // an agent that serves no mesh cannot be reached securely
+			}
+		}
+		out = append(out, li)
 	}
 	return out
 }

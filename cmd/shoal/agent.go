@@ -20,7 +20,7 @@ func agentCommand() *cli.Command {
 		Name:  "agent",
 		Usage: "run a Shoal agent: join the cluster, own local services, serve the HTTP API",
 		Description: "Flags override the configuration file (--config-file, HCL or JSON).\n" +
-			"SIGINT or SIGTERM leaves the cluster gracefully, then exits 0.",
+			"SIGINT or SIGTERM leaves the cluster gracefully, then exits 0. SIGHUP reloads the node PKI's files.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config-file", Usage: "HCL or JSON configuration `FILE`"},
 			&cli.BoolFlag{Name: "dev", Usage: "development mode: in-memory state, loopback binds, fast gossip timers"},
@@ -34,6 +34,10 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
 			&cli.StringFlag{Name: "encrypt", EnvVars: []string{"SHOAL_ENCRYPT"}, Usage: "base64 gossip encryption `KEY` (see shoal keygen); the data dir's keyring wins once saved"},
+			&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` of the trusted root CAs (several allowed, for rotation): turns the node PKI on, with --node-cert-file and --node-key-file"},
+			&cli.StringFlag{Name: "node-cert-file", Usage: "this node's certificate `FILE` (shoal tls node create)"},
+			&cli.StringFlag{Name: "node-key-file", Usage: "this node's private key `FILE`"},
+			&cli.DurationFlag{Name: "leaf-ttl", Usage: "lifetime of the leaf certificates the agent signs, renewed at half-life", DefaultText: "24h"},
 			&cli.StringFlag{Name: "http-token", EnvVars: []string{"SHOAL_HTTP_TOKEN"}, Usage: "API `TOKEN` required for writes (X-Consul-Token, Authorization: Bearer or ?token=)"},
 			&cli.BoolFlag{Name: "http-token-reads", Usage: "require --http-token for reads too"},
 			&cli.StringSliceFlag{Name: "http-allowed-hosts", Usage: "extra Host `NAME` accepted by a loopback API (DNS rebinding protection); repeatable"},
@@ -92,6 +96,7 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 		"data-dir": &cfg.DataDir, "encrypt": &cfg.Encrypt, "http-token": &cfg.HTTP.Token,
 		"dns-addr": &cfg.DNSAddr, "dns-domain": &cfg.Domain,
 		"http-tls-cert": &cfg.HTTP.TLSCertFile, "http-tls-key": &cfg.HTTP.TLSKeyFile,
+		"ca-file": &cfg.CAFile, "node-cert-file": &cfg.NodeCertFile, "node-key-file": &cfg.NodeKeyFile,
 	} {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
@@ -135,6 +140,9 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	if c.IsSet("reap-after") {
 		cfg.ReapAfter = c.Duration("reap-after")
 	}
+	if c.IsSet("leaf-ttl") {
+		cfg.LeafTTL = c.Duration("leaf-ttl")
+	}
 	if c.IsSet("dns-ttl") {
 		cfg.DNSTTL = c.Duration("dns-ttl")
 	}
@@ -170,11 +178,22 @@ func runAgent(c *cli.Context) error {
 		agent.Shutdown()
 		return err
 	}
-	select {
-	case sig := <-sigs:
-		logger.Info("signal received, leaving the cluster", "signal", sig.String())
-	case <-agent.LeaveRequested():
-		logger.Info("leave requested over the API, leaving the cluster")
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+wait:
+	for {
+		select {
+		case <-hups:
+			// Reload logs its own outcome; a failed one keeps what runs.
+			_ = agent.Reload()
+		case sig := <-sigs:
+			logger.Info("signal received, leaving the cluster", "signal", sig.String())
+			break wait
+		case <-agent.LeaveRequested():
+			logger.Info("leave requested over the API, leaving the cluster")
+			break wait
+		}
 	}
 	left := make(chan error, 1)
 	go func() { left <- agent.Leave() }()
