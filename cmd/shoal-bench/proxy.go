@@ -40,6 +40,7 @@ after=./shoal).`,
 			&cli.IntFlag{Name: "connections", Value: 64, Usage: "wrk connections"},
 			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "runs per target; medians are reported"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "nginx workers and HAProxy threads of the proxies (Shoal uses GOMAXPROCS)"},
+			&cli.BoolFlag{Name: "mesh", Value: true, Usage: "add the two-hop rows: Shoal's mTLS mesh against an HAProxy chain (plain and mutual TLS)"},
 			&cli.StringSliceFlag{Name: "shoal", Usage: "shoal binary as `PATH or LABEL=PATH`, repeatable (default: shoal beside this binary, else in $PATH)"},
 		},
 		Action: runBenchProxy,
@@ -50,6 +51,7 @@ type benchTarget struct {
 	name, url, host string
 	pid             int    // the process (tree) whose CPU is measured
 	metrics         string // a Shoal agent's /metrics, for its GC counts; "" for others
+	pid2            int    // a second process, for two-hop targets; 0: none
 }
 
 func runBenchProxy(c *cli.Context) error {
@@ -113,7 +115,7 @@ func runBenchProxy(c *cli.Context) error {
 			return err
 		}
 	}
-	var shoalHTTP, shoalTCP []benchTarget
+	var shoalHTTP, shoalTCP, mesh []benchTarget
 	for _, sb := range shoals {
 		http, tcp, err := startShoalProxy(ctx, env, sb, backends)
 		if err != nil {
@@ -121,28 +123,55 @@ func runBenchProxy(c *cli.Context) error {
 		}
 		shoalHTTP, shoalTCP = append(shoalHTTP, http), append(shoalTCP, tcp)
 	}
+	if c.Bool("mesh") {
+		mctx, mcancel := context.WithTimeout(c.Context, 60*time.Second)
+		defer mcancel()
+		names := []string{"ha-a", "ha-b"}
+		for i := range shoals {
+			names = append(names, fmt.Sprintf("mesh-a%d", i), fmt.Sprintf("mesh-b%d", i))
+		}
+		p, err := writeBenchPKI(env, names...)
+		if err != nil {
+			return err
+		}
+		for _, pk := range []*benchPKI{nil, p} {
+			t, err := startHAProxyChain(mctx, env, haproxy, workers, pk, backends)
+			if err != nil {
+				return err
+			}
+			mesh = append(mesh, t)
+		}
+		for i, sb := range shoals {
+			t, err := startShoalMesh(mctx, env, sb, p, backends, fmt.Sprint(i))
+			if err != nil {
+				return err
+			}
+			mesh = append(mesh, t)
+		}
+	}
 
 	targets := []benchTarget{
-		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid, ""},
-		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid, ""},
-		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"], ""},
+		{"direct (1 backend)", fmt.Sprintf("http://127.0.0.1:%d/", backends[0]), "", backendProc.Process.Pid, "", 0},
+		{"nginx", fmt.Sprintf("http://127.0.0.1:%d/", nginxPort), "", nginxProc.Process.Pid, "", 0},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", haHTTP), "", haPids["http"], "", 0},
 	}
 	targets = append(targets, shoalHTTP...)
-	targets = append(targets, benchTarget{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"], ""})
+	targets = append(targets, benchTarget{"haproxy tcp", fmt.Sprintf("http://127.0.0.1:%d/", haTCP), "", haPids["tcp"], "", 0})
 	targets = append(targets, shoalTCP...)
+	targets = append(targets, mesh...)
 	d, threads, conns, rounds := c.Duration("duration"), c.Int("threads"), c.Int("connections"), c.Int("rounds")
 	fmt.Fprintf(c.App.ErrWriter, "wrk -t%d -c%d -d%s, %d rounds, %d targets: about %s\n",
 		threads, conns, d, rounds, len(targets), (time.Duration(rounds*len(targets)) * (d + time.Second)).Round(time.Second))
 	results := make(map[string][]wrkResult)
 	for round := 0; round < rounds; round++ {
 		for _, t := range targets {
-			cpu0, _ := processCPU(t.pid)
+			cpu0, _ := targetCPU(t)
 			m0 := agentSamples(t.metrics)
 			r, err := runWrk(wrk, t.url, t.host, threads, conns, d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			if cpu1, err := processCPU(t.pid); err == nil && r.RPS > 0 {
+			if cpu1, err := targetCPU(t); err == nil && r.RPS > 0 {
 				r.CPUPerReq = time.Duration(float64(cpu1-cpu0) / (r.RPS * d.Seconds()))
 			}
 			r.GCs, r.GCPause, r.OwnP99, r.SchedP99 = -1, -1, -1, -1
@@ -167,8 +196,11 @@ func runBenchProxy(c *cli.Context) error {
 	for _, t := range targets {
 		r := med[t.name]
 		base := med["haproxy"]
-		if strings.Contains(t.name, " tcp") {
+		switch {
+		case strings.Contains(t.name, " tcp"):
 			base = med["haproxy tcp"]
+		case strings.Contains(t.name, " mesh") || strings.Contains(t.name, " chain"):
+			base = med["haproxy chain mtls"]
 		}
 		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%d\t%.2f×\t%.2f×\t%.2f×\t%s\t%s\t%s\t\n", t.name, r.RPS, r.P50.Round(time.Microsecond),
 			r.P99.Round(time.Microsecond), r.CPUPerReq.Round(100*time.Nanosecond), r.Errors, r.RPS/base.RPS,
@@ -176,6 +208,16 @@ func runBenchProxy(c *cli.Context) error {
 			quantileColumn(r.OwnP99), quantileColumn(r.SchedP99))
 	}
 	return w.Flush()
+}
+
+// targetCPU is the CPU time used so far by a target's processes.
+func targetCPU(t benchTarget) (time.Duration, error) {
+	cpu, err := processCPU(t.pid)
+	if err != nil || t.pid2 == 0 {
+		return cpu, err
+	}
+	cpu2, err := processCPU(t.pid2)
+	return cpu + cpu2, err
 }
 
 // agentSamples is one scrape of a Shoal agent's /metrics: each sample
@@ -359,8 +401,8 @@ func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backend
 	if sb.label != "" {
 		suffix = " " + sb.label
 	}
-	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid, api + "/metrics"}
-	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid, api + "/metrics"}
+	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid, api + "/metrics", 0}
+	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid, api + "/metrics", 0}
 	return http, tcp, nil
 }
 
