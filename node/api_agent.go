@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
 )
@@ -135,7 +136,19 @@ func (s *api) selfStats() map[string]map[string]string {
 	for _, m := range members {
 		counts[m.Status]++
 	}
+	pkiStats := map[string]string{"enabled": "false"}
+	if ids := s.a.ids; ids != nil {
+		b := ids.Bundle()
+		pkiStats = map[string]string{
+			"enabled":           "true",
+			"trust_domain":      b.TrustDomain,
+			"roots":             i(len(b.Roots)),
+			"node_cert_expires": b.NodeCert.NotAfter.UTC().Format(time.RFC3339),
+			"leaves":            i(len(*ids.byName.Load())),
+		}
+	}
 	return map[string]map[string]string{
+		"pki": pkiStats,
 		"agent": {
 			"services": i(len(reg.Services)),
 			"checks":   i(checks),
