@@ -353,6 +353,7 @@ func (a *Agent) Reload() error {
 	if err := a.ids.reload(b); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
+	a.mesh.reload()
 	// Peers that meet this catalog from now on check it against the new
 	// certificate (and, after a root rotation, the new root).
 	if err := a.reg.bump(); err != nil {

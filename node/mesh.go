@@ -67,7 +67,10 @@ type mesh struct {
 	local   string
 	log     *slog.Logger
 
-	server *tls.Config
+	// server is the listener side's TLS configuration, replaced at each
+	// reload so that its session tickets (keys rotated by crypto/tls) start
+	// afresh.
+	server atomic.Pointer[tls.Config]
 
 	// clients holds a TLS client configuration per caller identity, each
 	// with its own session cache: a resumed session carries the identity
@@ -88,7 +91,12 @@ type mesh struct {
 
 func newMesh(ids *identities, catalog *gossip.Catalog, local string, log *slog.Logger) *mesh {
 	m := &mesh{ids: ids, catalog: catalog, local: local, log: log.With("component", "mesh"), conns: map[net.Conn]struct{}{}}
-	m.server = &tls.Config{
+	m.server.Store(m.serverConfig())
+	return m
+}
+
+func (m *mesh) serverConfig() *tls.Config {
+	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequireAnyClientCert, // checked after the handshake, to answer why
 		NextProtos: []string{meshALPN},
@@ -96,7 +104,6 @@ func newMesh(ids *identities, catalog *gossip.Catalog, local string, log *slog.L
 			return &m.ids.leaf("").Cert, nil
 		},
 	}
-	return m
 }
 
 // serve handles one mesh connection handed over by the catalog port.
@@ -113,7 +120,7 @@ func (m *mesh) serve(raw net.Conn) {
 		peer = host // logged once per host, whatever its ports
 	}
 	_ = raw.SetDeadline(time.Now().Add(meshHandshakeTimeout))
-	tc := tls.Server(raw, m.server)
+	tc := tls.Server(raw, m.server.Load())
 	if err := tc.Handshake(); err != nil {
 		m.refuse(peer, refusedHandshake, err)
 		return
@@ -313,6 +320,16 @@ func (m *mesh) clientConfig(identity string) *tls.Config {
 	}
 	actual, _ := m.clients.LoadOrStore(identity, cfg)
 	return actual.(*tls.Config)
+}
+
+// reload forgets the TLS sessions made with the previous PKI material. A
+// resumed session skips the certificates, carrying the ones of the session
+// it resumes, whose chain may end at a root just removed: after a reload
+// every new connection makes a full handshake with the current material.
+// Open connections are not touched.
+func (m *mesh) reload() {
+	m.clients.Clear()
+	m.server.Store(m.serverConfig())
 }
 
 func (m *mesh) track(c net.Conn) bool {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -515,4 +516,141 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestMeshRootRotation rotates the root in the three documented steps
+// while requests run through the mesh: none fails, and at the end only the
+// new root is trusted.
+func TestMeshRootRotation(t *testing.T) {
+	oldRoot := newTestPKI(t, "mesh.test")
+	var files [2][3]string // CA file, node cert, node key
+	as := startAgentsWith(t, 2, func(i int, c *Config) {
+		// Each node has its own copy of the CA file, as on real machines.
+		c.CAFile = filepath.Join(t.TempDir(), "ca.pem")
+		copyFile(t, oldRoot.caFile, c.CAFile)
+		c.NodeCertFile, c.NodeKeyFile = oldRoot.node(fmt.Sprintf("n%d", i))
+		files[i] = [3]string{c.CAFile, c.NodeCertFile, c.NodeKeyFile}
+	})
+	_, port := backend(t, "web-on-n1")
+	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": port})
+	waitFor(t, 5*time.Second, "web on n0", visibleOn(t, as[0], "web", 1))
+
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			client := &http.Client{Transport: &http.Transport{}} // a new connection, and a new mesh one, now and then
+			for range 10 {
+				if code, _, err := proxyGet(client, as[0], "web", "/"); err != nil || code != http.StatusOK {
+					failed.Add(1)
+					t.Logf("request failed: %d %v", code, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+			client.CloseIdleConnections()
+			// And a fresh mesh connection, so that every step is met by
+			// new handshakes, not only by pooled connections.
+			if err := meshGet(as[0], as[1].Cluster().RPCAddr(), "n1/web-1"); err != nil {
+				failed.Add(1)
+				t.Logf("new mesh connection failed: %v", err)
+			} else {
+				ok.Add(1)
+			}
+		}
+	})
+	flowing := func(what string) {
+		n := ok.Load()
+		waitFor(t, 5*time.Second, "traffic "+what, func() bool { return ok.Load() > n+50 })
+	}
+	reloadAll := func(step string) {
+		for _, a := range as {
+			if err := a.Reload(); err != nil {
+				t.Fatalf("%s: reload %s: %v", step, a.NodeName(), err)
+			}
+		}
+		flowing("after " + step)
+	}
+	flowing("before the rotation")
+
+	newRoot := newTestPKI(t, "mesh.test")
+	// 1. Trust both roots.
+	for _, f := range files {
+		b, _ := os.ReadFile(f[0])
+		writeFile(t, f[0], append(b, newRoot.caCert...))
+	}
+	reloadAll("step 1")
+	// 2. Node certificates from the new root.
+	for i, f := range files {
+		cert, key := newRoot.node(fmt.Sprintf("n%d", i))
+		copyFile(t, cert, f[1])
+		copyFile(t, key, f[2])
+	}
+	reloadAll("step 2")
+	// 3. Trust only the new root.
+	for _, f := range files {
+		writeFile(t, f[0], newRoot.caCert)
+	}
+	reloadAll("step 3")
+	close(stop)
+	wg.Wait()
+	if f := failed.Load(); f != 0 {
+		t.Errorf("%d of %d requests failed during the root rotation", f, f+ok.Load())
+	}
+	for _, a := range as {
+		if roots := a.ids.Bundle().Roots; len(roots) != 1 {
+			t.Errorf("%s trusts %d roots after the rotation", a.NodeName(), len(roots))
+		}
+	}
+	// The old root's identities are refused now.
+	stale, err := pkiLeafFrom(t, oldRoot, "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply := meshDialRaw(t, stale, as[1].Cluster().RPCAddr(), "web-1"); !strings.HasPrefix(reply, "refused certificate:") {
+		t.Errorf("an identity from the removed root was answered %q", reply)
+	}
+}
+
+// meshGet makes one HTTP/1.0 request over a new mesh connection from a.
+func meshGet(a *Agent, via, instance string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := a.mesh.Dial(ctx, via, instance, "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), "200 OK") {
+		return fmt.Errorf("answer %q", b)
+	}
+	return nil
+}
+
+// pkiLeafFrom signs a node leaf for name with a node certificate of p.
+func pkiLeafFrom(t *testing.T, p *testPKI, name string) (tls.Certificate, error) {
+	cert, key := p.node(name)
+	b, err := pki.LoadBundle(p.caFile, cert, key, name, time.Now())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	l, err := b.IssueLeaf("", time.Hour, time.Now())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return l.Cert, nil
 }
