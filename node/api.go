@@ -167,23 +167,12 @@ func setMeta(w http.ResponseWriter, index uint64) {
 // ?wait time (default 5m, at most 10m, plus up to 1/16 jitter) runs out or
 // the client goes away.
 func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) {
-	q := r.URL.Query()
 	cat := s.a.cluster.Catalog()
-	if idx := q.Get("index"); idx != "" {
-		after, err := strconv.ParseUint(idx, 10, 64)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid index %q: want a non-negative integer", idx)
-			return
-		}
-		wait := defaultWait
-		if ws := q.Get("wait"); ws != "" {
-			if wait, err = parseWait(ws); err != nil {
-				writeError(w, http.StatusBadRequest, "invalid wait %q: %v", ws, err)
-				return
-			}
-		}
-		wait = min(wait, maxWait)
-		wait += rand.N(wait/16 + 1)
+	after, wait, block, ok := blockingParams(w, r)
+	if !ok {
+		return
+	}
+	if block {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		for {
@@ -205,6 +194,32 @@ func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) 
 	v := read()
 	setMeta(w, index)
 	writeJSON(w, r, v)
+}
+
+// blockingParams reads a blocking query's ?index=N and ?wait=D: block is
+// false without an index. The wait defaults to 5m, is capped at 10m and
+// gets up to 1/16 of jitter, as Consul's. A bad value is answered with 400
+// and ok false.
+func blockingParams(w http.ResponseWriter, r *http.Request) (after uint64, wait time.Duration, block, ok bool) {
+	q := r.URL.Query()
+	idx := q.Get("index")
+	if idx == "" {
+		return 0, 0, false, true
+	}
+	after, err := strconv.ParseUint(idx, 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid index %q: want a non-negative integer", idx)
+		return 0, 0, false, false
+	}
+	wait = defaultWait
+	if ws := q.Get("wait"); ws != "" {
+		if wait, err = parseWait(ws); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid wait %q: %v", ws, err)
+			return 0, 0, false, false
+		}
+	}
+	wait = min(wait, maxWait)
+	return after, wait + rand.N(wait/16+1), true, true
 }
 
 // parseWait reads Consul's wait parameter: a duration ("10s", "1m") or a

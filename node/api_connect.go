@@ -3,9 +3,7 @@ package node
 import (
 	"crypto/sha256"
 	"encoding/pem"
-	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -104,24 +102,9 @@ func (s *api) connectLeaf(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid service name %q", service)
 		return
 	}
-	q := r.URL.Query()
-	var after uint64
-	var wait time.Duration
-	if idx := q.Get("index"); idx != "" {
-		var err error
-		if after, err = strconv.ParseUint(idx, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid index %q: want a non-negative integer", idx)
-			return
-		}
-		wait = defaultWait
-		if ws := q.Get("wait"); ws != "" {
-			if wait, err = parseWait(ws); err != nil {
-				writeError(w, http.StatusBadRequest, "invalid wait %q: %v", ws, err)
-				return
-			}
-		}
-		wait = min(wait, maxWait)
-		wait += rand.N(wait/16 + 1)
+	after, wait, _, ok := blockingParams(w, r)
+	if !ok {
+		return
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
