@@ -55,6 +55,13 @@ func newGuard(c HTTPConfig, bindAddr string) *guard {
 	return g
 }
 
+// secretPath reports whether a read of path answers a secret and so takes
+// the token as a write does: a leaf answer carries a private key (Consul
+// asks for service:write).
+func secretPath(path string) bool {
+	return strings.HasPrefix(path, "/v1/agent/connect/ca/leaf/")
+}
+
 func (g *guard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.checkHost && !g.hostAllowed(r.Host) {
@@ -62,9 +69,7 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 			return
 		}
 		write := r.Method != http.MethodGet && r.Method != http.MethodHead
-		// A leaf answer carries a private key: reading it takes the
-		// token as a write does (Consul asks for service:write).
-		secret := strings.HasPrefix(r.URL.Path, "/v1/agent/connect/ca/leaf/")
+		secret := secretPath(r.URL.Path)
 		if origin := r.Header.Get("Origin"); write && origin != "" && !g.originAllowed(origin) {
 			writeError(w, http.StatusForbidden, "Permission denied: cross-site write from Origin %q refused", origin)
 			return

@@ -109,7 +109,7 @@ func withToken(reads bool) func(*Config) {
 // TestTokenEnforcedOnEveryRoute walks every route of the API: with a token
 // configured, each write is refused 403 without it (or with a wrong one)
 // and passes the check with it, in each of the accepted forms; reads stay
-// open unless TokenReads is set.
+// open unless TokenReads is set, except those that answer a secret.
 func TestTokenEnforcedOnEveryRoute(t *testing.T) {
 	routes := apiRoutes(t)
 	for _, reads := range []bool{false, true} {
@@ -133,7 +133,7 @@ func TestTokenEnforcedOnEveryRoute(t *testing.T) {
 					continue
 				}
 				t.Run(rt.method+" "+rt.pattern, func(t *testing.T) {
-					needs := rt.write() || reads
+					needs := rt.write() || reads || secretPath(path)
 					version := a.reg.current().Version
 					for _, bad := range []map[string]string{
 						nil,
