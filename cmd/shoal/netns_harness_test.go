@@ -860,7 +860,6 @@ func (c *nsCluster) checkNoFlaps(t *testing.T, m *nsMonitor, window time.Duratio
 type nsLoad struct {
 	stop chan struct{}
 	done chan struct{}
-	wg   sync.WaitGroup
 
 	mu        sync.Mutex // guards the fields below
 	sent, ok  int
@@ -917,7 +916,6 @@ func (c *nsCluster) startLoad(via *nsHost, service string, rps int) *nsLoad {
 	}
 	url := via.proxyURL()
 	one := func() {
-		defer l.wg.Done()
 		t0 := time.Now()
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Host = service
@@ -950,31 +948,42 @@ func (c *nsCluster) startLoad(via *nsHost, service string, rps int) *nsLoad {
 	go func() {
 		defer close(l.done)
 		defer client.CloseIdleConnections()
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		sent := 0
-		for {
-			select {
-			case <-l.stop:
-				l.wg.Wait()
-				l.mu.Lock()
-				l.end = time.Now()
-				l.mu.Unlock()
-				return
-			case <-tick.C:
-			}
-			// Catch up on the schedule: a late tick sends what is due.
-			due := int(time.Since(l.begin).Seconds() * float64(rps))
-			for ; sent < due; sent++ {
-				l.wg.Add(1)
-				l.mu.Lock()
-				l.sent++
-				l.mu.Unlock()
-				go one()
-			}
-		}
+		end := nsPace(l.begin, rps, l.stop, func(int) {
+			l.mu.Lock()
+			l.sent++
+			l.mu.Unlock()
+			one()
+		})
+		l.mu.Lock()
+		l.end = end
+		l.mu.Unlock()
 	}()
 	return l
+}
+
+// nsPace calls fire(i) for the i-th request, each on a goroutine of its
+// own, rps a second on the schedule that starts at begin (a late tick sends
+// what is due), until stop is closed; then it waits for every call to return
+// and gives the time the load stopped.
+func nsPace(begin time.Time, rps int, stop <-chan struct{}, fire func(i int)) time.Time {
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for sent := 0; ; {
+		select {
+		case <-stop:
+			wg.Wait()
+			return time.Now()
+		case <-tick.C:
+		}
+		for due := int(time.Since(begin).Seconds() * float64(rps)); sent < due; sent++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				fire(i)
+			}(sent)
+		}
+	}
 }
 
 // finish stops the load, waits for the requests in flight and sums up.

@@ -79,7 +79,7 @@ func newBundle(f files, caPEM, certPEM, keyPEM []byte, node string, now time.Tim
 		b.rootsPEM = append(b.rootsPEM, encodeCert(r.Raw)...)
 	}
 
-	certs, err := parseCerts(certPEM)
+	certs, err := ParseCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("node certificate %s: %w", f.cert, err)
 	}
@@ -105,7 +105,7 @@ func newBundle(f files, caPEM, certPEM, keyPEM []byte, node string, now time.Tim
 // loadRoots parses the CA file: root CAs (self-signed) valid at now that
 // all name the same trust domain.
 func loadRoots(caPEM []byte, now time.Time) ([]*x509.Certificate, string, error) {
-	roots, err := parseCerts(caPEM)
+	roots, err := ParseCertificates(caPEM)
 	if err != nil {
 		return nil, "", err
 	}

@@ -77,7 +77,7 @@ func CreateNodeCA(caCertPEM, caKeyPEM []byte, node string, validFor time.Duratio
 	if validFor <= 0 {
 		return fail(fmt.Errorf("validity %v is not positive", validFor))
 	}
-	roots, err := parseCerts(caCertPEM)
+	roots, err := ParseCertificates(caCertPEM)
 	if err != nil {
 		return fail(fmt.Errorf("CA certificate: %w", err))
 	}

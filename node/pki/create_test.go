@@ -142,7 +142,7 @@ func TestCreateNodeCACappedAtRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, _ := parseCerts(certPEM)
+	certs, _ := ParseCertificates(certPEM)
 	if !certs[0].NotAfter.Equal(ca.cert.NotAfter) {
 		t.Errorf("NotAfter %v, want the root's %v", certs[0].NotAfter, ca.cert.NotAfter)
 	}
@@ -156,7 +156,7 @@ func TestCreateNodeCAPicksTheRootOfTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, _ := parseCerts(certPEM)
+	certs, _ := ParseCertificates(certPEM)
 	if err := certs[0].CheckSignatureFrom(cur.cert); err != nil {
 		t.Errorf("not signed by the root of the key: %v", err)
 	}

@@ -40,7 +40,7 @@ func newTestCA(t testing.TB, td string, now time.Time) *testCA {
 
 func parseTestCA(t testing.TB, certPEM, keyPEM []byte) *testCA {
 	t.Helper()
-	certs, err := parseCerts(certPEM)
+	certs, err := ParseCertificates(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func TestIssueLeaf(t *testing.T) {
 		if !pair.PrivateKey.(*ecdsa.PrivateKey).Equal(l.Cert.PrivateKey) {
 			t.Error("KeyPEM is not Cert.PrivateKey")
 		}
-		certs, err := parseCerts(l.CertPEM)
+		certs, err := ParseCertificates(l.CertPEM)
 		if err != nil || len(certs) != 2 || !certs[0].Equal(c) || !certs[1].Equal(b.NodeCert) {
 			t.Fatalf("CertPEM is not the leaf then the node CA (%v)", err)
 		}

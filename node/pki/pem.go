@@ -28,9 +28,9 @@ func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: blockECKey, Bytes: der}), nil
 }
 
-// parseCerts returns every CERTIFICATE block of data, in order; other
+// ParseCertificates returns every CERTIFICATE block of data, in order; other
 // blocks are skipped.
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var b *pem.Block
