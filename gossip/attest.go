@@ -202,12 +202,16 @@ func (r *refusals) add(owner, reason string) (first bool) {
 	return true
 }
 
-func (r *refusals) snapshot() map[string]uint64 {
+// snapshot returns the counts by reason, every one of reasons included.
+func (r *refusals) snapshot(reasons ...string) map[string]uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]uint64, 3)
-	for _, reason := range []string{RefusedUnsigned, RefusedSignature, RefusedDigest} {
-		out[reason] = r.counts[reason]
+	out := make(map[string]uint64, len(reasons))
+	for _, reason := range reasons {
+		out[reason] = 0
+	}
+	for reason, n := range r.counts {
+		out[reason] = n
 	}
 	return out
 }

@@ -38,6 +38,10 @@ type Cluster struct {
 	sealer  Sealer              // protects catalog frames; nil: plain
 	refused refusals            // deltas refused on their signature
 
+	entries       *entryStore // cluster-wide config entries (entries.go)
+	entryRefused  refusals
+	entrySyncKick chan string // a member to exchange entries with now
+
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
@@ -60,6 +64,9 @@ func New(cfg Config) (*Cluster, error) {
 		events:  make(chan serf.Event, 4096),
 		tagKick: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
+
+		entries:       newEntryStore(),
+		entrySyncKick: make(chan string, 16),
 	}
 	c.catalog.signed = cfg.Attestor != nil
 	c.push = newPusher(c)
@@ -81,7 +88,8 @@ func (c *Cluster) Catalog() *Catalog { return c.catalog }
 // Stats returns the traffic counters of the node-to-node catalog path.
 func (c *Cluster) Stats() Stats {
 	s := c.stats.snapshot()
-	s.Refused = c.refused.snapshot()
+	s.Refused = c.refused.snapshot(RefusedUnsigned, RefusedSignature, RefusedDigest)
+	s.EntriesRefused = c.entryRefused.snapshot(RefusedUnsigned, RefusedSignature, RefusedLimit)
 	return s
 }
 
@@ -136,7 +144,8 @@ func (c *Cluster) Start() error {
 	c.serf = s
 	c.catalog.setMember(convertMember(s.LocalMember()))
 
-	c.wg.Add(6)
+	c.wg.Add(7)
+	go c.entryLoop()
 	go c.serveRPC()
 	go c.eventLoop()
 	go c.push.run()
@@ -271,7 +280,7 @@ func (c *Cluster) tagLoop() {
 // reapLoop drops deregistration tombstones once they are older than the TTL.
 func (c *Cluster) reapLoop() {
 	defer c.wg.Done()
-	every := min(c.cfg.TombstoneTTL/10, time.Hour)
+	every := min(c.cfg.TombstoneTTL/10, c.cfg.EntryTombstoneTTL/10, time.Hour)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -281,6 +290,9 @@ func (c *Cluster) reapLoop() {
 		case <-tick.C:
 			if n := c.catalog.reapTombstones(c.cfg.TombstoneTTL); n > 0 {
 				c.log.Debug("reaped tombstones", "count", n)
+			}
+			if n := c.reapEntryTombstones(c.cfg.EntryTombstoneTTL, time.Now()); n > 0 {
+				c.log.Debug("reaped config entry tombstones", "count", n)
 			}
 		}
 	}

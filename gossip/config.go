@@ -93,6 +93,10 @@ type Config struct {
 	// TombstoneTTL is how long deregistration tombstones are kept; it must
 	// outlive any partition that should heal without a full resync.
 	TombstoneTTL time.Duration
+	// EntryTombstoneTTL is how long deleted config entries are remembered:
+	// a copy of a deleted entry met later (a partition, an agent that was
+	// down) loses to its tombstone until then.
+	EntryTombstoneTTL time.Duration
 	// TagInterval is the minimum time between two updates of the local
 	// member's tags, so bursts of changes cost one gossip broadcast.
 	TagInterval time.Duration
@@ -139,6 +143,8 @@ func DefaultConfig() Config {
 		SyncInterval:   10 * time.Second,
 		ReapAfter:      72 * time.Hour,
 		TombstoneTTL:   72 * time.Hour,
+
+		EntryTombstoneTTL: 7 * 24 * time.Hour,
 		TagInterval:    200 * time.Millisecond,
 		JoinBackoff:    time.Second,
 		JoinBackoffMax: 30 * time.Second,
@@ -191,6 +197,7 @@ func (c *Config) Validate() error {
 		"probe interval": c.Timing.ProbeInterval, "probe timeout": c.Timing.ProbeTimeout,
 		"gossip interval": c.Timing.GossipInterval, "push/pull interval": c.Timing.PushPullInterval,
 		"sync interval": c.SyncInterval, "reap-after": c.ReapAfter, "tombstone TTL": c.TombstoneTTL,
+		"config entry tombstone TTL": c.EntryTombstoneTTL,
 		"join backoff": c.JoinBackoff, "TCP timeout": c.Timing.TCPTimeout,
 	} {
 		if d <= 0 {

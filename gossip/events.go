@@ -33,6 +33,11 @@ func (c *Cluster) eventLoop() {
 					c.log.Info("member left", "node", m.Name)
 				case serf.EventMemberJoin:
 					c.log.Info("member joined", "node", m.Name, "addr", m.GossipAddr())
+					// A new member, or one back from a partition or a
+					// restart: compare config entries with it now.
+					if m.Name != c.cfg.NodeName && m.RPCAddr() != "" {
+						c.kickEntrySync(m.RPCAddr())
+					}
 				}
 				if m.Status == StatusAlive {
 					c.pull.want(m.Name, m.CatalogVersion(), "")

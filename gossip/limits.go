@@ -71,6 +71,14 @@ func validateMessage(m *message) error {
 			return err
 		}
 	}
+	if n := max(len(m.Entries), len(m.EntryWants), len(m.EntryStamps)); n > MaxEntries {
+		return fmt.Errorf("%d config entries exceed %d", n, MaxEntries)
+	}
+	for i := range m.Entries {
+		if err := validateEntry(&m.Entries[i]); err != nil {
+			return err
+		}
+	}
 	for i := range m.Deltas {
 		d := &m.Deltas[i]
 		if d.Owner == "" {

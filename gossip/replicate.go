@@ -14,8 +14,10 @@ type pusher struct {
 	c    *Cluster
 	kick chan struct{}
 
-	mu      sync.Mutex        // guards pending
+	mu      sync.Mutex        // guards pending and pendingEntries
 	pending map[string]uint64 // owner → oldest version peers may hold
+	// pendingEntries are config entries changed here since the last round.
+	pendingEntries map[EntryKey]bool
 
 	retryMu sync.Mutex            // guards retries
 	retries map[string]*pushRetry // by peer catalog address
@@ -37,7 +39,22 @@ const (
 
 func newPusher(c *Cluster) *pusher {
 	return &pusher{c: c, kick: make(chan struct{}, 1), pending: make(map[string]uint64),
-		retries: make(map[string]*pushRetry)}
+		pendingEntries: make(map[EntryKey]bool), retries: make(map[string]*pushRetry)}
+}
+
+// enqueueEntries schedules a push of the current state of config entries.
+// A push that misses a peer is not retried: the entry exchange of the next
+// SyncInterval repairs it.
+func (p *pusher) enqueueEntries(keys ...EntryKey) {
+	p.mu.Lock()
+	for _, k := range keys {
+		p.pendingEntries[k] = true
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // enqueue schedules a push of owner's records changed after since.
@@ -137,8 +154,8 @@ func (p *pusher) retryDue(now time.Time) {
 // pushPeers).
 func (p *pusher) round() {
 	p.mu.Lock()
-	pending := p.pending
-	p.pending = make(map[string]uint64)
+	pending, pendingEntries := p.pending, p.pendingEntries
+	p.pending, p.pendingEntries = make(map[string]uint64), make(map[EntryKey]bool)
 	p.mu.Unlock()
 
 	m := &message{Type: msgPush, From: p.c.cfg.NodeName}
@@ -147,7 +164,14 @@ func (p *pusher) round() {
 			m.Deltas = append(m.Deltas, d)
 		}
 	}
-	if len(m.Deltas) == 0 {
+	if len(pendingEntries) > 0 {
+		keys := make([]EntryKey, 0, len(pendingEntries))
+		for k := range pendingEntries {
+			keys = append(keys, k)
+		}
+		m.Entries = p.c.entriesFor(keys)
+	}
+	if len(m.Deltas) == 0 && len(m.Entries) == 0 {
 		return
 	}
 	peers := p.c.pushPeers(p.c.cfg.Fanout)

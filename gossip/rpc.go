@@ -70,6 +70,11 @@ func (c *Cluster) handle(m *message) (*message, error) {
 		for i := range m.Deltas {
 			c.receive(&m.Deltas[i], m.From)
 		}
+		if changed := c.admitEntries(m.Entries, m.From); len(changed) > 0 {
+			c.push.enqueueEntries(changed...)
+		}
+	case msgEntrySync:
+		c.answerEntrySync(m, reply)
 	case msgPull:
 		if len(m.Wants) > maxWants {
 			return nil, fmt.Errorf("pull of %d owners exceeds %d", len(m.Wants), maxWants)
@@ -79,6 +84,7 @@ func (c *Cluster) handle(m *message) (*message, error) {
 				reply.Deltas = append(reply.Deltas, d)
 			}
 		}
+		reply.Entries = c.entriesFor(m.EntryWants)
 	default:
 		return nil, fmt.Errorf("unexpected %q message", m.Type)
 	}

@@ -19,10 +19,15 @@ type Stats struct {
 	// Refused counts peers' deltas refused on their owner's signature, by
 	// reason (RefusedUnsigned, RefusedSignature, RefusedDigest).
 	Refused map[string]uint64
+	// EntrySyncs counts the config entry exchanges that found a
+	// difference with a peer; EntriesRefused counts peers' config entries
+	// refused, by reason (RefusedUnsigned, RefusedSignature, RefusedLimit).
+	EntrySyncs     uint64
+	EntriesRefused map[string]uint64
 }
 
 type stats struct {
-	bytesOut, bytesIn, pushesOut, pushesIn, pulls, memberFailures atomic.Uint64
+	bytesOut, bytesIn, pushesOut, pushesIn, pulls, memberFailures, entrySyncs atomic.Uint64
 }
 
 func (s *stats) snapshot() Stats {
@@ -34,6 +39,7 @@ func (s *stats) snapshot() Stats {
 		Pulls:     s.pulls.Load(),
 
 		MemberFailures: s.memberFailures.Load(),
+		EntrySyncs:     s.entrySyncs.Load(),
 	}
 }
 

@@ -32,6 +32,9 @@ const (
 	msgPush  = "push"  // deltas, answered by an empty reply
 	msgPull  = "pull"  // wants, answered by deltas
 	msgReply = "reply" // the answer to either
+	// msgEntrySync carries a digest of the sender's config entries,
+	// answered by nothing (the same) or every stamp the receiver holds.
+	msgEntrySync = "esync"
 )
 
 // message is the one envelope of the node-to-node path.
@@ -40,6 +43,14 @@ type message struct {
 	From   string  `json:"from"`
 	Deltas []Delta `json:"deltas,omitempty"`
 	Wants  []Want  `json:"wants,omitempty"`
+
+	// Config entries (entries.go): pushed or pulled entries, the keys a
+	// pull asks for, and the anti-entropy exchange's digest and stamps.
+	Entries     []Entry      `json:"entries,omitempty"`
+	EntryWants  []EntryKey   `json:"ewants,omitempty"`
+	EntryDigest []byte       `json:"edigest,omitempty"`
+	EntrySame   bool         `json:"esame,omitempty"`
+	EntryStamps []entryStamp `json:"estamps,omitempty"`
 }
 
 // Want asks for an owner's records changed after Since.
@@ -118,7 +129,7 @@ func decodeMessage(b []byte) (*message, error) {
 		return nil, fmt.Errorf("decode message: %w", err)
 	}
 	switch m.Type {
-	case msgPush, msgPull, msgReply:
+	case msgPush, msgPull, msgReply, msgEntrySync:
 	default:
 		return nil, fmt.Errorf("unknown message type %q", m.Type)
 	}
