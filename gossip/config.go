@@ -136,18 +136,18 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		Datacenter:     "dc1",
-		BindAddr:       "0.0.0.0:7946",
-		Timing:         LANTiming(),
-		Fanout:         3,
-		SyncInterval:   10 * time.Second,
-		ReapAfter:      72 * time.Hour,
-		TombstoneTTL:   72 * time.Hour,
+		Datacenter:   "dc1",
+		BindAddr:     "0.0.0.0:7946",
+		Timing:       LANTiming(),
+		Fanout:       3,
+		SyncInterval: 10 * time.Second,
+		ReapAfter:    72 * time.Hour,
+		TombstoneTTL: 72 * time.Hour,
 
 		EntryTombstoneTTL: 7 * 24 * time.Hour,
-		TagInterval:    200 * time.Millisecond,
-		JoinBackoff:    time.Second,
-		JoinBackoffMax: 30 * time.Second,
+		TagInterval:       200 * time.Millisecond,
+		JoinBackoff:       time.Second,
+		JoinBackoffMax:    30 * time.Second,
 	}
 }
 
@@ -198,7 +198,7 @@ func (c *Config) Validate() error {
 		"gossip interval": c.Timing.GossipInterval, "push/pull interval": c.Timing.PushPullInterval,
 		"sync interval": c.SyncInterval, "reap-after": c.ReapAfter, "tombstone TTL": c.TombstoneTTL,
 		"config entry tombstone TTL": c.EntryTombstoneTTL,
-		"join backoff": c.JoinBackoff, "TCP timeout": c.Timing.TCPTimeout,
+		"join backoff":               c.JoinBackoff, "TCP timeout": c.Timing.TCPTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", name, d))

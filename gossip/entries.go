@@ -84,7 +84,9 @@ type entryStamp struct {
 	Writer string `json:"writer"`
 }
 
-func (s entryStamp) entry() *Entry { return &Entry{Kind: s.Kind, Name: s.Name, Stamp: s.Stamp, Writer: s.Writer} }
+func (s entryStamp) entry() *Entry {
+	return &Entry{Kind: s.Kind, Name: s.Name, Stamp: s.Stamp, Writer: s.Writer}
+}
 
 // Limits on entries, for local writes and for what peers send.
 const (
