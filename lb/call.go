@@ -182,7 +182,9 @@ func classify(err error) failure {
 	// A connection reset while the request was being written delivered
 	// nothing and costs the instance nothing either (it is gone).
 	f.free = f.dial || isWriteReset(err)
-	f.final = errors.Is(err, context.Canceled) || (!f.dial && errors.Is(err, context.DeadlineExceeded))
+	var denied *DeniedError
+	f.final = errors.Is(err, context.Canceled) || (!f.dial && errors.Is(err, context.DeadlineExceeded)) ||
+		errors.As(err, &denied)
 	return f
 }
 
@@ -204,7 +206,10 @@ func (e *tryError) Unwrap() error { return e.err }
 func statusOf(err error) int {
 	var noInst *errNoInstance
 	var te *tryError
+	var denied *DeniedError
 	switch {
+	case errors.As(err, &denied):
+		return fasthttp.StatusForbidden
 	case errors.As(err, &noInst):
 		return fasthttp.StatusServiceUnavailable
 	case errors.As(err, &te) && te.timeout:

@@ -25,6 +25,14 @@ type Mesh interface {
 	Dial(ctx context.Context, via, instance, identity string) (net.Conn, error)
 }
 
+// DeniedError is what Mesh.Dial returns when the instance's agent refused
+// the caller by policy (an intention): every instance of the service would
+// refuse it alike, so the request loop stops at once and the caller gets
+// 403 (an HTTP request) or a closed connection (TCP), with Reason.
+type DeniedError struct{ Reason string }
+
+func (e *DeniedError) Error() string { return "permission denied: " + e.Reason }
+
 // dial connects to the endpoint's instance, directly or through the mesh,
 // as identity (see Mesh; ignored for direct connects).
 func (e *endpoint) dial(identity string) (net.Conn, error) {

@@ -37,6 +37,10 @@ type Agent struct {
 	// ids and mesh are the node PKI and the mesh hop; nil without a PKI.
 	ids  *identities
 	mesh *mesh
+	// config writes and saves cluster-wide config entries; intentions
+	// decides mesh connections from them.
+	config     *configStore
+	intentions *intentions
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
 	// sidecars are the open sidecar upstream listeners, by address.
@@ -135,9 +139,14 @@ func (a *Agent) Start() (err error) {
 	if a.cluster, err = gossip.New(gcfg); err != nil {
 		return err
 	}
-	view := lbView{cat: a.cluster.Catalog()}
+	a.config = &configStore{cluster: a.cluster, dir: a.cfg.DataDir, log: a.log}
+	if err := a.config.load(gcfg.EntryTombstoneTTL, time.Now()); err != nil {
+		return fmt.Errorf("load config entries: %w", err)
+	}
+	a.intentions = &intentions{cluster: a.cluster, defaultAllow: a.cfg.DefaultIntention != actionDeny}
+	view := lbView{cat: a.cluster.Catalog(), defaults: newServiceDefaultsView(a.cluster)}
 	if a.ids != nil {
-		a.mesh = newMesh(a.ids, a.cluster.Catalog(), a.cfg.NodeName, a.baseLog())
+		a.mesh = newMesh(a.ids, a.cluster.Catalog(), a.intentions, a.cfg.NodeName, a.baseLog())
 		view.local, view.mesh = a.cfg.NodeName, true
 	}
 	// The proxy binds its listeners before the agent joins anyone, so that
@@ -196,6 +205,15 @@ func (a *Agent) Start() (err error) {
 		}
 	}()
 	go a.maintain()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		onChange := []func(){view.defaults.refresh}
+		if a.mesh != nil {
+			onChange = append(onChange, a.mesh.recheck)
+		}
+		a.config.watch(a.stop, onChange...)
+	}()
 	a.log.Info("agent started", "node", a.cfg.NodeName, "http", a.HTTPAddr(), "dns", a.DNSAddr(),
 		"data_dir", a.cfg.DataDir, "services", len(a.reg.current().Services))
 	return nil

@@ -43,6 +43,7 @@ func (s *api) handler() http.Handler {
 	mux.HandleFunc("PUT /v1/agent/reload", s.agentReload)
 	mux.HandleFunc("GET /v1/agent/connect/ca/roots", s.connectRoots)
 	mux.HandleFunc("GET /v1/agent/connect/ca/leaf/{service}", s.connectLeaf)
+	mux.HandleFunc("POST /v1/agent/connect/authorize", s.authorize)
 	mux.HandleFunc("PUT /v1/agent/join/{address}", s.agentJoin)
 	mux.HandleFunc("PUT /v1/agent/leave", s.agentLeave)
 	mux.HandleFunc("PUT /v1/agent/force-leave/{node}", s.agentForceLeave)
@@ -93,6 +94,17 @@ func (s *api) handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
+	// Cluster-wide config entries and the intentions views over them.
+	mux.HandleFunc("PUT /v1/config", s.putConfig)
+	mux.HandleFunc("GET /v1/config/{kind}", s.listConfig)
+	mux.HandleFunc("GET /v1/config/{kind}/{name}", s.getConfig)
+	mux.HandleFunc("DELETE /v1/config/{kind}/{name}", s.deleteConfig)
+	mux.HandleFunc("GET /v1/connect/intentions", s.listIntentions)
+	mux.HandleFunc("GET /v1/connect/intentions/exact", s.getIntentionExact)
+	mux.HandleFunc("PUT /v1/connect/intentions/exact", s.putIntentionExact)
+	mux.HandleFunc("DELETE /v1/connect/intentions/exact", s.deleteIntentionExact)
+	mux.HandleFunc("GET /v1/connect/intentions/check", s.checkIntention)
+	mux.HandleFunc("GET /v1/connect/intentions/match", s.matchIntentions)
 	// What Shoal does not serve says so (api_compat.go).
 	unservedRoutes(mux)
 	return s.compat(mux)
@@ -168,6 +180,17 @@ func setMeta(w http.ResponseWriter, index uint64) {
 // the client goes away.
 func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) {
 	cat := s.a.cluster.Catalog()
+	state := func() (uint64, <-chan struct{}) {
+		changed := cat.Changed()
+		return cat.Index(), changed
+	}
+	s.blockingOn(w, r, state, func() (any, error) { return read(), nil })
+}
+
+// blockingOn answers a read as blocking answers catalog reads, over any
+// index: state returns the index and a channel closed at its next change.
+// An error from read is answered as 404 with its text.
+func (s *api) blockingOn(w http.ResponseWriter, r *http.Request, state func() (uint64, <-chan struct{}), read func() (any, error)) {
 	after, wait, block, ok := blockingParams(w, r)
 	if !ok {
 		return
@@ -176,8 +199,8 @@ func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) 
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		for {
-			changed := cat.Changed()
-			if cat.Index() > after {
+			index, changed := state()
+			if index > after {
 				break
 			}
 			select {
@@ -190,9 +213,13 @@ func (s *api) blocking(w http.ResponseWriter, r *http.Request, read func() any) 
 			break
 		}
 	}
-	index := cat.Index()
-	v := read()
+	index, _ := state()
+	v, err := read()
 	setMeta(w, index)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "%v", err)
+		return
+	}
 	writeJSON(w, r, v)
 }
 

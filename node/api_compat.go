@@ -9,8 +9,8 @@ import (
 // implement, by path prefix, with the reason a client is told. A Consul
 // client that gets a bare 404 there reads "no such key" or "no such
 // session": a 501 naming the feature says what is really going on.
-// /v1/connect, /v1/config and /v1/agent/connect are not listed: they
-// belong to the service identity work.
+// The /v1/connect and /v1/config paths Shoal does not serve get the
+// one-line 404 below (Consul's CA and legacy ID-based intention endpoints).
 var unserved = []struct{ prefix, reason string }{
 	{"/v1/kv", "Shoal has no KV store"},
 	{"/v1/txn", "Shoal has no KV store, so no transactions"},

@@ -67,6 +67,10 @@ type Config struct {
 	// LeafTTL is the lifetime of the leaf certificates the agent signs for
 	// itself and its services; they are renewed at half-life. Default 24h.
 	LeafTTL time.Duration
+	// DefaultIntention is what the mesh does when no intention matches a
+	// caller and a destination: "allow" (the default, so that turning the
+	// PKI on breaks no traffic) or "deny" (only what an intention allows).
+	DefaultIntention string
 	// EnableDebug serves Go's profiles under /debug/pprof/ on the HTTP API.
 	EnableDebug bool
 	// Gossip holds the gossip tunables; the fields above override theirs.
@@ -91,8 +95,10 @@ func DefaultConfig() Config {
 		HTTP:       DefaultHTTPConfig(),
 		ReapAfter:  72 * time.Hour,
 		LeafTTL:    24 * time.Hour,
-		Gossip:     gossip.DefaultConfig(),
-		Proxy:      lb.DefaultConfig(),
+
+		DefaultIntention: actionAllow,
+		Gossip:           gossip.DefaultConfig(),
+		Proxy:            lb.DefaultConfig(),
 	}
 }
 
@@ -146,6 +152,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, validateNodeMeta(c.NodeMeta)...)
 	if set := btoi(c.CAFile != "") + btoi(c.NodeCertFile != "") + btoi(c.NodeKeyFile != ""); set != 0 && set != 3 {
 		errs = append(errs, errors.New("ca-file, node-cert-file and node-key-file go together: give all three or none"))
+	}
+	if c.DefaultIntention != actionAllow && c.DefaultIntention != actionDeny {
+		errs = append(errs, fmt.Errorf("default-intention %q: want allow or deny", c.DefaultIntention))
 	}
 	if c.PKI() && c.LeafTTL < 2*time.Minute {
 		errs = append(errs, fmt.Errorf("leaf-ttl %v: must be at least 2m", c.LeafTTL))

@@ -56,13 +56,16 @@ type FileConfig struct {
 	NodeCertFile *string `hcl:"node_cert_file"`
 	NodeKeyFile  *string `hcl:"node_key_file"`
 	LeafTTL      *string `hcl:"leaf_ttl"`
+	// DefaultIntention is the mesh's action when no intention matches.
+	DefaultIntention *string `hcl:"default_intention"`
 }
 
 var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "advertise_addr", "rpc_addr",
 	"join", "http_addr", "data_dir", "reap_after", "log_level", "log_json",
 	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt", "dns_addr", "dns_domain", "dns_ttl",
 	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key", "node_meta",
-	"ca_file", "node_cert_file", "node_key_file", "leaf_ttl"}
+	"ca_file", "node_cert_file", "node_key_file", "leaf_ttl",
+	"default_intention"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -120,6 +123,7 @@ func (fc *FileConfig) Apply(c *Config) error {
 	set(&c.CAFile, fc.CAFile)
 	set(&c.NodeCertFile, fc.NodeCertFile)
 	set(&c.NodeKeyFile, fc.NodeKeyFile)
+	set(&c.DefaultIntention, fc.DefaultIntention)
 	if fc.LeafTTL != nil {
 		d, err := time.ParseDuration(*fc.LeafTTL)
 		if err != nil {

@@ -54,18 +54,20 @@ const (
 	refusedNotLocal     = "instance_not_local"  // the destination is not an instance of this node
 	refusedUnreachable  = "instance_unreachable"
 	refusedPreamble     = "preamble"
+	refusedIntention    = "intention" // an intention (or the default action) denies the caller
 )
 
 var meshRefusalReasons = []string{refusedHandshake, refusedCertificate, refusedNodeNotAlive,
-	refusedNotOnNode, refusedNotLocal, refusedUnreachable, refusedPreamble}
+	refusedNotOnNode, refusedNotLocal, refusedUnreachable, refusedPreamble, refusedIntention}
 
 // mesh is the agent's side of the mesh hop: the listener half (serve) and
 // the dialer the proxy uses (Dial).
 type mesh struct {
-	ids     *identities
-	catalog *gossip.Catalog
-	local   string
-	log     *slog.Logger
+	ids        *identities
+	catalog    *gossip.Catalog
+	intentions *intentions
+	local      string
+	log        *slog.Logger
 
 	// server is the listener side's TLS configuration, replaced at each
 	// reload so that its session tickets (keys rotated by crypto/tls) start
@@ -78,19 +80,25 @@ type mesh struct {
 	clients sync.Map // identity → *tls.Config
 
 	refused refusalCounter
-	// forwarded counts connections forwarded, by caller and destination.
-	forwarded pairCounter
-	accepted  atomic.Uint64
-	dialed    atomic.Uint64
-	active    atomic.Int64
+	// forwarded counts connections forwarded, by caller and destination;
+	// allowed and denied the intentions' decisions, by the same.
+	forwarded, allowed, denied pairCounter
+	accepted                   atomic.Uint64
+	dialed                     atomic.Uint64
+	active                     atomic.Int64
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]*tunnel // nil until the tunnel is forwarding
 	closed bool
 }
 
-func newMesh(ids *identities, catalog *gossip.Catalog, local string, log *slog.Logger) *mesh {
-	m := &mesh{ids: ids, catalog: catalog, local: local, log: log.With("component", "mesh"), conns: map[net.Conn]struct{}{}}
+// tunnel is a forwarding connection's caller and destination, checked
+// again when the intentions change.
+type tunnel struct{ source, destination string }
+
+func newMesh(ids *identities, catalog *gossip.Catalog, in *intentions, local string, log *slog.Logger) *mesh {
+	m := &mesh{ids: ids, catalog: catalog, intentions: in, local: local, log: log.With("component", "mesh"),
+		conns: map[net.Conn]*tunnel{}}
 	m.server.Store(m.serverConfig())
 	return m
 }
@@ -151,6 +159,13 @@ func (m *mesh) serve(raw net.Conn) {
 		m.deny(tc, who, refusedNotLocal, err)
 		return
 	}
+	source := callerName(id)
+	if d := m.intentions.decide(source, dest); !d.allowed {
+		m.denied.add(source, dest)
+		m.deny(tc, who, refusedIntention, errors.New(d.reason(source, dest, m.intentions.defaultAllow)))
+		return
+	}
+	m.allowed.add(source, dest)
 	up, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		m.deny(tc, who, refusedUnreachable, fmt.Errorf("instance %q at %s: %w", serviceID, addr, err))
@@ -161,7 +176,8 @@ func (m *mesh) serve(raw net.Conn) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
-	m.forwarded.add(callerName(id), dest)
+	m.setTunnel(raw, &tunnel{source, dest})
+	m.forwarded.add(source, dest)
 	m.active.Add(1)
 	defer m.active.Add(-1)
 	splice(tc, up)
@@ -280,6 +296,9 @@ func (m *mesh) Dial(ctx context.Context, via, instance, identity string) (net.Co
 	}
 	if reply != "ok" {
 		tc.Close()
+		if why, ok := strings.CutPrefix(reply, "refused "+refusedIntention+": "); ok {
+			return nil, &lb.DeniedError{Reason: "the agent of " + node + " refused: " + why}
+		}
 		return nil, fmt.Errorf("mesh: the agent of %s %s", node, reply)
 	}
 	_ = tc.SetDeadline(time.Time{})
@@ -338,8 +357,39 @@ func (m *mesh) track(c net.Conn) bool {
 	if m.closed {
 		return false
 	}
-	m.conns[c] = struct{}{}
+	m.conns[c] = nil
 	return true
+}
+
+func (m *mesh) setTunnel(c net.Conn, t *tunnel) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.conns[c]; ok {
+		m.conns[c] = t
+	}
+}
+
+// recheck closes the forwarding connections the current intentions deny:
+// a caller's keep-alive connection is refused at its next request, when its
+// proxy connects again and is told why.
+func (m *mesh) recheck() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	closed := map[tunnel]int{}
+	for c, t := range m.conns {
+		if t == nil {
+			continue
+		}
+		if d := m.intentions.decide(t.source, t.destination); !d.allowed {
+			c.Close()
+			delete(m.conns, c)
+			closed[*t]++
+		}
+	}
+	for t, n := range closed {
+		m.log.Info("closed mesh connections an intention now denies", "source", t.source,
+			"destination", t.destination, "connections", n)
+	}
 }
 
 func (m *mesh) untrack(c net.Conn) {

@@ -19,6 +19,7 @@ type agentCollector struct {
 	proxyConns, proxyLatency, proxyOverhead, checkStatus      *prometheus.Desc
 	deltasRefused, meshRefused, meshConns, meshActive         *prometheus.Desc
 	leaves, nodeCertExpiry, meshForwarded                     *prometheus.Desc
+	meshIntentions, entriesRefused, configEntries             *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -52,10 +53,15 @@ func newAgentCollector(a *Agent) *agentCollector {
 		deltasRefused: d("catalog_deltas_refused_total",
 			"Catalog deltas from peers refused on their owner's signature (node PKI on), by reason: unsigned, signature, digest.", "reason"),
 		meshRefused: d("mesh_refused_total",
-			"Mesh connections from other agents refused, by reason (handshake, certificate, node_not_alive, service_not_on_node, instance_not_local, instance_unreachable, preamble).", "reason"),
+			"Mesh connections from other agents refused, by reason (handshake, certificate, node_not_alive, service_not_on_node, instance_not_local, instance_unreachable, preamble, intention).", "reason"),
 		meshConns: d("mesh_connections_total", "Mesh connections accepted from other agents (in) and opened to them (out).", "direction"),
 		meshForwarded: d("mesh_forwarded_total",
 			"Mesh connections from other agents forwarded to a local instance, by the caller's verified identity (a service, or node:NAME for a node's shared proxy) and the destination service.", "source", "destination"),
+		meshIntentions: d("mesh_intention_decisions_total",
+			"Intention decisions on mesh connections arriving here, by the caller's verified identity, the destination service and the decision (allowed, denied).", "source", "destination", "decision"),
+		entriesRefused: d("config_entries_refused_total",
+			"Config entries from peers refused, by reason: unsigned, signature (node PKI on), limit (the store is full).", "reason"),
+		configEntries:  d("config_entries", "Live config entries held here, by kind.", "kind"),
 		meshActive:     d("mesh_active_connections", "Inbound mesh connections forwarding to a local instance now."),
 		leaves:         d("pki_leaf_certificates", "Leaf certificates this agent holds: its own and one per service name it hosts."),
 		nodeCertExpiry: d("pki_node_certificate_expiry_timestamp_seconds", "When this node's certificate expires (Unix time)."),
@@ -71,6 +77,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
 		c.proxyConns, c.proxyLatency, c.proxyOverhead, c.checkStatus,
 		c.deltasRefused, c.meshRefused, c.meshConns, c.meshActive, c.leaves, c.nodeCertExpiry, c.meshForwarded,
+		c.meshIntentions, c.entriesRefused, c.configEntries,
 	} {
 		ch <- d
 	}
@@ -128,6 +135,16 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range sortedKeys(st.Refused) {
 		counter(c.deltasRefused, st.Refused[reason], reason)
 	}
+	for _, reason := range sortedKeys(st.EntriesRefused) {
+		counter(c.entriesRefused, st.EntriesRefused[reason], reason)
+	}
+	kinds := map[string]int{kindServiceDefaults: 0, kindServiceIntentions: 0}
+	for _, e := range a.cluster.Entries("") {
+		kinds[e.Kind]++
+	}
+	for _, k := range sortedKeys(kinds) {
+		gauge(c.configEntries, float64(kinds[k]), k)
+	}
 	if m := a.mesh; m != nil {
 		refused := m.refused.snapshot()
 		for _, reason := range meshRefusalReasons {
@@ -138,6 +155,12 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.meshActive, float64(m.active.Load()))
 		for k, n := range m.forwarded.snapshot() {
 			counter(c.meshForwarded, n, k[0], k[1])
+		}
+		for k, n := range m.allowed.snapshot() {
+			counter(c.meshIntentions, n, k[0], k[1], "allowed")
+		}
+		for k, n := range m.denied.snapshot() {
+			counter(c.meshIntentions, n, k[0], k[1], "denied")
 		}
 		gauge(c.leaves, float64(len(*a.ids.byName.Load())))
 		gauge(c.nodeCertExpiry, float64(a.ids.Bundle().NodeCert.NotAfter.Unix()))

@@ -80,11 +80,18 @@ func unknownFields(raw json.RawMessage, t reflect.Type, path string) error {
 	return nil
 }
 
-// fieldByJSONName finds the exported field of struct type t that decodes
-// the JSON key.
+// fieldByJSONName finds the exported field of struct type t (or of a struct
+// it embeds) that decodes the JSON key.
 func fieldByJSONName(t reflect.Type, key string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct && f.Tag.Get("json") == "" {
+			// An embedded struct's fields decode as the outer one's.
+			if inner, ok := fieldByJSONName(f.Type, key); ok {
+				return inner, true
+			}
+			continue
+		}
 		if !f.IsExported() {
 			continue
 		}

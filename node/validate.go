@@ -77,6 +77,22 @@ func validateText(what, s string, maxLen int) error {
 	return nil
 }
 
+// validateMeta checks user metadata: bounded pairs, plain keys, clean text.
+func validateMeta(meta map[string]string) error {
+	if len(meta) > maxMetaPairs {
+		return fmt.Errorf("%d meta pairs, over the limit of %d", len(meta), maxMetaPairs)
+	}
+	for k, v := range meta {
+		if len(k) > maxMetaKeyLen || !metaKeyRe.MatchString(k) {
+			return fmt.Errorf("meta key %q must be 1-%d letters, digits, '-' or '_'", k, maxMetaKeyLen)
+		}
+		if err := validateText(fmt.Sprintf("meta value of %q", k), v, maxMetaValLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // validateAddress checks a service address: empty, an IP or a hostname.
 func validateAddress(addr string) error {
 	if addr == "" || net.ParseIP(addr) != nil {
@@ -133,16 +149,8 @@ func normalizeService(def *ServiceDefinition) ([]*checkState, error) {
 	if err := validateAddress(def.Address); err != nil {
 		return nil, err
 	}
-	if len(def.Meta) > maxMetaPairs {
-		return nil, fmt.Errorf("%d meta pairs, over the limit of %d", len(def.Meta), maxMetaPairs)
-	}
-	for k, v := range def.Meta {
-		if len(k) > maxMetaKeyLen || !metaKeyRe.MatchString(k) {
-			return nil, fmt.Errorf("meta key %q must be 1-%d letters, digits, '-' or '_'", k, maxMetaKeyLen)
-		}
-		if err := validateText(fmt.Sprintf("meta value of %q", k), v, maxMetaValLen); err != nil {
-			return nil, err
-		}
+	if err := validateMeta(def.Meta); err != nil {
+		return nil, err
 	}
 	// Empty and absent are the same: store them one way.
 	if len(def.Tags) == 0 {

@@ -37,6 +37,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` of the trusted root CAs (several allowed, for rotation): turns the node PKI on, with --node-cert-file and --node-key-file"},
 			&cli.StringFlag{Name: "node-cert-file", Usage: "this node's certificate `FILE` (shoal tls node create)"},
 			&cli.StringFlag{Name: "node-key-file", Usage: "this node's private key `FILE`"},
+			&cli.StringFlag{Name: "default-intention", Usage: "`ACTION` of the mesh when no intention matches a caller: allow, or deny (only what an intention allows)", DefaultText: "allow"},
 			&cli.DurationFlag{Name: "leaf-ttl", Usage: "lifetime of the leaf certificates the agent signs, renewed at half-life", DefaultText: "24h"},
 			&cli.StringFlag{Name: "http-token", EnvVars: []string{"SHOAL_HTTP_TOKEN"}, Usage: "API `TOKEN` required for writes (X-Consul-Token, Authorization: Bearer or ?token=)"},
 			&cli.BoolFlag{Name: "http-token-reads", Usage: "require --http-token for reads too"},
@@ -97,6 +98,7 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 		"dns-addr": &cfg.DNSAddr, "dns-domain": &cfg.Domain,
 		"http-tls-cert": &cfg.HTTP.TLSCertFile, "http-tls-key": &cfg.HTTP.TLSKeyFile,
 		"ca-file": &cfg.CAFile, "node-cert-file": &cfg.NodeCertFile, "node-key-file": &cfg.NodeKeyFile,
+		"default-intention": &cfg.DefaultIntention,
 	} {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
