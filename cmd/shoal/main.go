@@ -48,6 +48,8 @@ func newApp() *cli.App {
 			demoCommand(),
 			watchCommand(),
 			rttCommand(),
+			configCommand(),
+			intentionCommand(),
 		},
 		// One occurrence of a repeatable flag is one value: a --meta value
 		// may contain a comma.
