@@ -229,6 +229,7 @@ type nsCluster struct {
 	slot   int
 	bridge string
 	ctrlIP string // the bridge's address: the test process
+	subnet string // "198.X.Y.": host i is subnet+i
 	dir    string
 	hosts  []*nsHost
 	client *http.Client
@@ -249,6 +250,33 @@ type nsHost struct {
 	mu      sync.Mutex // guards agent and backend
 	agent   *nsProc
 	backend *nsProc
+}
+
+// addHost adds a host named name: a namespace with a veth to the bridge
+// and the next address. Nothing runs in it until its backend and agent are
+// started.
+func (c *nsCluster) addHost(name string) *nsHost {
+	t := c.t
+	t.Helper()
+	i := len(c.hosts) + 1
+	h := &nsHost{
+		c: c, idx: i, name: name,
+		ns:      fmt.Sprintf("shoal-%d-%d", c.slot, i),
+		ip:      c.subnet + strconv.Itoa(i),
+		dataDir: filepath.Join(c.dir, name+"-data"),
+	}
+	h.agentLog = filepath.Join(c.dir, name+"-agent.log")
+	h.backendLog = filepath.Join(c.dir, name+"-backend.log")
+	veth := fmt.Sprintf("shl%d-%d", c.slot, i)
+	nsMust(t, "ip", "netns", "add", h.ns)
+	nsMust(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
+	nsMust(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+	nsMust(t, "ip", "link", "set", veth, "master", c.bridge)
+	nsMust(t, "ip", "link", "set", veth, "up")
+	nsMust(t, "ip", "-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
+	nsMust(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+	c.hosts = append(c.hosts, h)
+	return h
 }
 
 // nsNewCluster makes n hosts on a bridge of their own, each with a backend
@@ -273,8 +301,8 @@ func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 	}
 	nsRemoveSlot(c.slot) // a crashed run's leftovers in a slot nobody held
 	c.bridge = fmt.Sprintf("shlbr%d", c.slot)
-	subnet := fmt.Sprintf("198.%d.%d.", 18+c.slot/256, c.slot%256)
-	c.ctrlIP = subnet + "254"
+	c.subnet = fmt.Sprintf("198.%d.%d.", 18+c.slot/256, c.slot%256)
+	c.ctrlIP = c.subnet + "254"
 	c.client = &http.Client{
 		Timeout:   3 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second},
@@ -303,23 +331,7 @@ func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 	nsMust(t, "ip", "addr", "add", c.ctrlIP+"/24", "dev", c.bridge)
 	nsMust(t, "ip", "link", "set", c.bridge, "up")
 	for i := 1; i <= n; i++ {
-		h := &nsHost{
-			c: c, idx: i, name: fmt.Sprintf("h%d", i),
-			ns: fmt.Sprintf("shoal-%d-%d", c.slot, i), ip: subnet + strconv.Itoa(i),
-			dataDir: filepath.Join(c.dir, fmt.Sprintf("h%d-data", i)),
-			extra:   extraAgentFlags,
-		}
-		h.agentLog = filepath.Join(c.dir, h.name+"-agent.log")
-		h.backendLog = filepath.Join(c.dir, h.name+"-backend.log")
-		veth := fmt.Sprintf("shl%d-%d", c.slot, i)
-		nsMust(t, "ip", "netns", "add", h.ns)
-		nsMust(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
-		nsMust(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-		nsMust(t, "ip", "link", "set", veth, "master", c.bridge)
-		nsMust(t, "ip", "link", "set", veth, "up")
-		nsMust(t, "ip", "-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
-		nsMust(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
-		c.hosts = append(c.hosts, h)
+		c.addHost(fmt.Sprintf("h%d", i)).extra = extraAgentFlags
 	}
 	for _, h := range c.hosts {
 		h.startBackend()
@@ -329,7 +341,7 @@ func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 		h.waitAPI(60 * time.Second)
 	}
 	took := c.waitStatuses(90*time.Second, c.hosts, c.allStatus(nsAlive))
-	c.logf("cluster of %d on %s0/24 (slot %d) up, all alive everywhere after %v", n, subnet, c.slot, took.Round(time.Millisecond))
+	c.logf("cluster of %d on %s0/24 (slot %d) up, all alive everywhere after %v", n, c.subnet, c.slot, took.Round(time.Millisecond))
 	return c
 }
 

@@ -104,7 +104,7 @@ func meshStart(t *testing.T, bins nsBins) *meshScenario {
 	})
 	s.root1 = s.pki.ca(t, "root1", "")
 	for _, name := range []string{"h1", "h2", "h3"} {
-		h := c.meshAddHost(name)
+		h := c.addHost(name)
 		nc := s.pki.node(t, s.root1, name)
 		s.install(t, h, [][]byte{s.root1.certPEM}, &nc)
 		h.extra = meshFlags(h)
@@ -247,7 +247,7 @@ func (s *meshScenario) outsiders(t *testing.T) {
 	c, h1 := s.c, s.h1
 	td := s.trustDomain(t)
 	other := s.pki.ca(t, "other", td)
-	out := c.meshAddHost("outsider")
+	out := c.addHost("outsider")
 	nc := s.pki.node(t, other, out.name)
 	s.install(t, out, [][]byte{other.certPEM}, &nc)
 	out.extra = meshFlags(out)
@@ -1034,35 +1034,6 @@ func (l *meshLoad) finish() (meshTally, []string, map[string]int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return meshTally{l.end.Sub(l.begin), l.sent, l.fresh, l.failed}, l.errs, l.bodies
-}
-
-// Hosts.
-
-// meshAddHost adds a host to the cluster as nsNewCluster makes them: a
-// namespace with a veth to the bridge and the next address. Its backend
-// and agent are started by the caller, once h.extra is set.
-func (c *nsCluster) meshAddHost(name string) *nsHost {
-	t := c.t
-	t.Helper()
-	i := len(c.hosts) + 1
-	h := &nsHost{
-		c: c, idx: i, name: name,
-		ns:      fmt.Sprintf("shoal-%d-%d", c.slot, i),
-		ip:      strings.TrimSuffix(c.ctrlIP, "254") + strconv.Itoa(i),
-		dataDir: filepath.Join(c.dir, name+"-data"),
-	}
-	h.agentLog = filepath.Join(c.dir, name+"-agent.log")
-	h.backendLog = filepath.Join(c.dir, name+"-backend.log")
-	veth := fmt.Sprintf("shl%d-%d", c.slot, i)
-	nsMust(t, "ip", "netns", "add", h.ns)
-	nsMust(t, "ip", "-n", h.ns, "link", "set", "lo", "up")
-	nsMust(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-	nsMust(t, "ip", "link", "set", veth, "master", c.bridge)
-	nsMust(t, "ip", "link", "set", veth, "up")
-	nsMust(t, "ip", "-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
-	nsMust(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
-	c.hosts = append(c.hosts, h)
-	return h
 }
 
 // meshTail returns the last n lines of s.
