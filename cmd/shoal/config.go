@@ -52,7 +52,7 @@ With --cas, the entry is written only if its ModifyIndex is still
 only an entry that does not exist yet.`,
 				Flags:        withClientFlags(casFlags()...),
 				Action:       runConfigWrite,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:         "read",
@@ -60,7 +60,7 @@ only an entry that does not exist yet.`,
 				ArgsUsage:    " ",
 				Flags:        withClientFlags(kindFlag(), nameFlag()),
 				Action:       runConfigRead,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:         "list",
@@ -68,7 +68,7 @@ only an entry that does not exist yet.`,
 				ArgsUsage:    " ",
 				Flags:        withClientFlags(kindFlag()),
 				Action:       runConfigList,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:      "delete",
@@ -78,10 +78,10 @@ only an entry that does not exist yet.`,
 --modify-index.`,
 				Flags:        withClientFlags(append([]cli.Flag{kindFlag(), nameFlag()}, casFlags()...)...),
 				Action:       runConfigDelete,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 		},
-		Action: tlsGroupAction,
+		Action: groupAction,
 	}
 }
 
@@ -144,21 +144,9 @@ func (o casOption) refused(verb, key string) error {
 	}
 }
 
-// subcommandArgs is commandArgs for a subcommand: it names the whole
-// command ("shoal config write") in its message.
-func subcommandArgs(c *cli.Context) ([]string, error) {
-	args := c.Args().Slice()
-	for _, a := range args {
-		if len(a) > 1 && strings.HasPrefix(a, "-") {
-			return nil, fmt.Errorf("flag %s must come before the arguments (see \"%s --help\")", a, c.Command.HelpName)
-		}
-	}
-	return args, nil
-}
-
 // noArgs refuses positional arguments to a subcommand that takes flags only.
 func noArgs(c *cli.Context) error {
-	args, err := subcommandArgs(c)
+	args, err := commandArgs(c)
 	if err != nil {
 		return err
 	}
@@ -198,7 +186,7 @@ func isNotFound(err error) bool {
 }
 
 func runConfigWrite(c *cli.Context) error {
-	args, err := subcommandArgs(c)
+	args, err := commandArgs(c)
 	if err != nil {
 		return err
 	}

@@ -11,22 +11,12 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// deniedExitStatus is the exit status of "intention check" when the
-// connection is denied; 0 is allowed and 1 any error.
-const deniedExitStatus = 2
-
 // deniedError is the answer Denied of "intention check": not a failure of
-// the command, but returned as an error so that the process exits with
-// deniedExitStatus. It is a cli.ExitCoder; its own type lets main tell it
-// from the library's exit requests.
+// the command, but returned as an error so that the process exits 1, as
+// Consul's "intention check" does when denied.
 type deniedError struct{ src, dst string }
 
 func (e *deniedError) Error() string { return fmt.Sprintf("%s => %s is denied", e.src, e.dst) }
-
-// ExitCode is the status the process exits with.
-func (e *deniedError) ExitCode() int { return deniedExitStatus }
-
-var _ cli.ExitCoder = (*deniedError)(nil)
 
 func intentionCommand() *cli.Command {
 	return &cli.Command{
@@ -53,7 +43,7 @@ then it replaces that intention, description included.`,
 					&cli.BoolFlag{Name: "replace", Usage: "replace an existing intention from SRC to DST"},
 				),
 				Action:       runIntentionCreate,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:         "delete",
@@ -61,18 +51,18 @@ then it replaces that intention, description included.`,
 				ArgsUsage:    "SRC DST",
 				Flags:        withClientFlags(),
 				Action:       runIntentionDelete,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:      "check",
-				Usage:     "print whether SRC may connect to DST: Allowed (exit 0) or Denied (exit 2)",
+				Usage:     "print whether SRC may connect to DST: Allowed (exit 0) or Denied (exit 1)",
 				ArgsUsage: "SRC DST",
 				Description: `Asks the agent whether a connection from SRC to DST would be allowed
 now. When the agent runs without the node PKI, nothing enforces
 intentions: the answer is followed by a note saying so.`,
 				Flags:        withClientFlags(),
 				Action:       runIntentionCheck,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 			{
 				Name:         "list",
@@ -80,10 +70,10 @@ intentions: the answer is followed by a note saying so.`,
 				ArgsUsage:    " ",
 				Flags:        withClientFlags(formatFlag()),
 				Action:       runIntentionList,
-				OnUsageError: tlsUsageError,
+				OnUsageError: subcommandUsageError,
 			},
 		},
-		Action: tlsGroupAction,
+		Action: groupAction,
 	}
 }
 
@@ -110,7 +100,7 @@ type intentionCheck struct {
 
 // intentionArgs returns the SRC and DST arguments of c, checked.
 func intentionArgs(c *cli.Context) (src, dst string, err error) {
-	args, err := subcommandArgs(c)
+	args, err := commandArgs(c)
 	if err != nil {
 		return "", "", err
 	}
@@ -269,19 +259,9 @@ func runIntentionList(c *cli.Context) error {
 	fmt.Fprintln(tw, "Source\tAction\tDestination\tPrecedence\tDescription")
 	for _, ixn := range ixns {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n",
-			cell(ixn.sourceLabel()), cell(ixn.Action), cell(ixn.DestinationName), ixn.Precedence, cell(ixn.Description))
+			cell(ixn.SourceName), cell(ixn.Action), cell(ixn.DestinationName), ixn.Precedence, cell(ixn.Description))
 	}
 	return tw.Flush()
-}
-
-// sourceLabel is the source as "intention create" takes it: a node source
-// is node:NAME whether the agent prefixes its SourceName or only sets its
-// SourceType.
-func (i intention) sourceLabel() string {
-	if i.SourceType == "node" && !strings.HasPrefix(i.SourceName, "node:") {
-		return "node:" + i.SourceName
-	}
-	return i.SourceName
 }
 
 // cell makes s one table cell: a tab or newline in a description would

@@ -95,7 +95,7 @@ func commandArgs(c *cli.Context) ([]string, error) {
 	args := c.Args().Slice()
 	for _, a := range args {
 		if len(a) > 1 && strings.HasPrefix(a, "-") {
-			return nil, fmt.Errorf("flag %s must come before the arguments (see \"shoal %s --help\")", a, c.Command.Name)
+			return nil, fmt.Errorf("flag %s must come before the arguments (see \"%s --help\")", a, c.Command.HelpName)
 		}
 	}
 	return args, nil

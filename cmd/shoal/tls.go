@@ -48,16 +48,16 @@ root, create a new one and give agents both roots in one CA file.`,
 				Name:        "ca",
 				Usage:       "create the root CA",
 				Subcommands: []*cli.Command{tlsCACreateCommand()},
-				Action:      tlsGroupAction,
+				Action:      groupAction,
 			},
 			{
 				Name:        "node",
 				Usage:       "create a node's CA, signed by the root",
 				Subcommands: []*cli.Command{tlsNodeCreateCommand()},
-				Action:      tlsGroupAction,
+				Action:      groupAction,
 			},
 		},
-		Action: tlsGroupAction,
+		Action: groupAction,
 	}
 }
 
@@ -72,7 +72,7 @@ func tlsCACreateCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir", Value: ".", Usage: "`DIR` to write the files in"},
 		},
 		Action:       runTLSCACreate,
-		OnUsageError: tlsUsageError,
+		OnUsageError: subcommandUsageError,
 	}
 }
 
@@ -89,7 +89,7 @@ func tlsNodeCreateCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir", Value: ".", Usage: "`DIR` to write the files in"},
 		},
 		Action:       runTLSNodeCreate,
-		OnUsageError: tlsUsageError,
+		OnUsageError: subcommandUsageError,
 	}
 }
 
@@ -185,18 +185,19 @@ func tlsCheckArgs(c *cli.Context) (time.Duration, string, error) {
 	return time.Duration(days) * 24 * time.Hour, dir, nil
 }
 
-// tlsGroupAction runs for "shoal tls", "shoal tls ca" and "shoal tls node"
-// alone: it shows their help, or refuses an unknown subcommand the way the
-// app does.
-func tlsGroupAction(c *cli.Context) error {
+// groupAction runs for a command group alone ("shoal tls", "shoal config",
+// ...): it shows the group's help, or refuses an unknown subcommand the way
+// the app does.
+func groupAction(c *cli.Context) error {
 	if c.Args().Present() {
 		return fmt.Errorf("unknown command %q (see \"%s --help\")", c.Args().First(), c.Command.HelpName)
 	}
 	return cli.ShowSubcommandHelp(c)
 }
 
-// tlsUsageError is usageError for subcommands: it names the whole command.
-func tlsUsageError(c *cli.Context, err error, _ bool) error {
+// subcommandUsageError is usageError for subcommands: it names the whole
+// command.
+func subcommandUsageError(c *cli.Context, err error, _ bool) error {
 	return fmt.Errorf("%w (see \"%s --help\")", err, c.Command.HelpName)
 }
 
