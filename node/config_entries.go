@@ -27,11 +27,16 @@ const (
 	kindServiceIntentions = "service-intentions"
 )
 
-// configKinds are the kinds Shoal stores, each with the type its entries
-// decode into.
-var configKinds = map[string]reflect.Type{
-	kindServiceDefaults:   reflect.TypeFor[serviceDefaults](),
-	kindServiceIntentions: reflect.TypeFor[serviceIntentions](),
+// configKinds are the kinds Shoal stores, each with a constructor of the
+// type its entries decode into.
+var configKinds = map[string]func() configEntry{
+	kindServiceDefaults:   func() configEntry { return new(serviceDefaults) },
+	kindServiceIntentions: func() configEntry { return new(serviceIntentions) },
+}
+
+// errUnsupportedKind is the reason a kind Shoal does not store is refused.
+func errUnsupportedKind(kind string) error {
+	return fmt.Errorf("Kind %q is not supported (supported: %s, %s)", kind, kindServiceDefaults, kindServiceIntentions)
 }
 
 // configEntry is what every kind's type implements.
@@ -129,17 +134,17 @@ func decodeConfigEntry(raw []byte) (configEntry, error) {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	kind := strings.ToLower(head.Kind)
-	t, ok := configKinds[kind]
+	newEntry, ok := configKinds[kind]
 	if !ok {
 		if kind == "" {
 			return nil, errors.New("missing Kind")
 		}
-		return nil, fmt.Errorf("Kind %q is not supported (supported: %s, %s)", head.Kind, kindServiceDefaults, kindServiceIntentions)
+		return nil, errUnsupportedKind(head.Kind)
 	}
-	if err := unknownFields(raw, t, ""); err != nil {
+	e := newEntry()
+	if err := unknownFields(raw, reflect.TypeOf(e), ""); err != nil {
 		return nil, err
 	}
-	e := reflect.New(t).Interface().(configEntry)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(e); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
@@ -153,11 +158,11 @@ func decodeConfigEntry(raw []byte) (configEntry, error) {
 
 // entryAnswer turns a stored entry into its answer, indexes set.
 func entryAnswer(e gossip.Entry) (configEntry, error) {
-	t, ok := configKinds[e.Kind]
+	newEntry, ok := configKinds[e.Kind]
 	if !ok {
 		return nil, fmt.Errorf("stored entry of unknown kind %q", e.Kind)
 	}
-	v := reflect.New(t).Interface().(configEntry)
+	v := newEntry()
 	if err := json.Unmarshal(e.Body, v); err != nil {
 		return nil, fmt.Errorf("stored entry %s/%s: %w", e.Kind, e.Name, err)
 	}
@@ -183,7 +188,7 @@ func casParam(w http.ResponseWriter, r *http.Request) (cas *uint64, ok bool) {
 func kindParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	kind := strings.ToLower(r.PathValue("kind"))
 	if _, ok := configKinds[kind]; !ok {
-		writeError(w, http.StatusBadRequest, "Kind %q is not supported (supported: %s, %s)", r.PathValue("kind"), kindServiceDefaults, kindServiceIntentions)
+		writeError(w, http.StatusBadRequest, "%v", errUnsupportedKind(r.PathValue("kind")))
 		return "", false
 	}
 	return kind, true
@@ -210,22 +215,22 @@ func (s *api) putConfig(w http.ResponseWriter, r *http.Request) {
 
 // writeEntry stores a normalized entry and answers true or false.
 func (s *api) writeEntry(w http.ResponseWriter, r *http.Request, e configEntry, cas *uint64) {
-	body, err := json.Marshal(e)
+	ok, err := s.a.config.write(e, cas)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encode entry: %v", err)
-		return
-	}
-	if len(body) > gossip.MaxEntryBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "Invalid config entry: %d bytes, over the limit of %d", len(body), gossip.MaxEntryBody)
-		return
-	}
-	h := e.header()
-	ok, err := s.a.config.put(h.Kind, h.Name, body, cas)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "write config entry %s/%s: %v", h.Kind, h.Name, err)
+		writeStoreError(w, e.header().Kind, e.header().Name, err)
 		return
 	}
 	writeJSON(w, r, ok)
+}
+
+// writeStoreError answers a write the store did not take.
+func writeStoreError(w http.ResponseWriter, kind, name string, err error) {
+	var tooLarge *errEntryTooLarge
+	if errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "Invalid config entry: %v", err)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "write config entry %s/%s: %v", kind, name, err)
 }
 
 // getConfig answers GET /v1/config/{kind}/{name}, blocking with ?index.
@@ -277,9 +282,9 @@ func (s *api) deleteConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Invalid config entry name: %v", err)
 		return
 	}
-	deleted, err := s.a.config.put(kind, name, nil, cas)
+	deleted, err := s.a.config.delete(kind, name, cas)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "delete config entry %s/%s: %v", kind, name, err)
+		writeStoreError(w, kind, name, err)
 		return
 	}
 	writeJSON(w, r, deleted)

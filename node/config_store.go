@@ -66,8 +66,32 @@ func (s *configStore) load(tombstoneTTL time.Duration, now time.Time) error {
 	return s.cluster.LoadEntries(snap.Entries)
 }
 
-// put writes (body nil: deletes) an entry as this agent and saves the
-// store before returning; ok is false when cas did not match.
+// errEntryTooLarge refuses an entry whose stored form is over gossip's bound.
+type errEntryTooLarge struct{ size int }
+
+func (e *errEntryTooLarge) Error() string {
+	return fmt.Sprintf("%d bytes, over the limit of %d", e.size, gossip.MaxEntryBody)
+}
+
+// write stores a normalized entry as this agent (see put).
+func (s *configStore) write(e configEntry, cas *uint64) (bool, error) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return false, err
+	}
+	if len(body) > gossip.MaxEntryBody {
+		return false, &errEntryTooLarge{len(body)}
+	}
+	return s.put(e.header().Kind, e.header().Name, body, cas)
+}
+
+// delete deletes an entry as this agent (see put).
+func (s *configStore) delete(kind, name string, cas *uint64) (bool, error) {
+	return s.put(kind, name, nil, cas)
+}
+
+// put writes (body nil: deletes) an entry and saves the store before
+// returning; ok is false when cas did not match.
 func (s *configStore) put(kind, name string, body json.RawMessage, cas *uint64) (bool, error) {
 	var ok bool
 	var err error

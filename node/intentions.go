@@ -353,30 +353,16 @@ func (s *api) editIntentions(w http.ResponseWriter, r *http.Request, destination
 			return
 		}
 		edit(e)
+		store := func() (bool, error) { return s.a.config.write(e, &cas) }
 		if len(e.Sources) == 0 {
-			ok, err := s.a.config.put(kindServiceIntentions, destination, nil, &cas)
-			if err != nil {
-				writeError(w, http.StatusInternalServerError, "delete intentions of %q: %v", destination, err)
-				return
-			}
-			if ok {
-				writeJSON(w, r, true)
-				return
-			}
-			continue
-		}
-		if err := e.normalize(); err != nil {
+			store = func() (bool, error) { return s.a.config.delete(kindServiceIntentions, destination, &cas) }
+		} else if err := e.normalize(); err != nil {
 			writeError(w, http.StatusBadRequest, "Invalid intention: %v", err)
 			return
 		}
-		body, err := json.Marshal(e)
+		ok, err := store()
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "encode intentions: %v", err)
-			return
-		}
-		ok, err := s.a.config.put(kindServiceIntentions, destination, body, &cas)
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, "write intentions of %q: %v", destination, err)
+			writeStoreError(w, kindServiceIntentions, destination, err)
 			return
 		}
 		if ok {
