@@ -347,34 +347,36 @@ func (c *Cluster) LoadEntries(entries []Entry) error {
 // ResignEntries signs again, as the local node, every held entry whose
 // signature no longer verifies (its signer's certificate left the trusted
 // roots), so that agents that trust only the new roots take it. It returns
-// how many it signed.
+// how many it signed. The checks run outside the lock: an entry that changed
+// meanwhile is left as it now is.
 func (c *Cluster) ResignEntries() (int, error) {
 	if c.cfg.Attestor == nil {
 		return 0, nil
 	}
-	s := c.entries
-	s.mu.Lock()
-	var stale []EntryKey
-	for k, e := range s.entries {
-		if c.verifyEntry(e) != nil {
-			stale = append(stale, k)
+	var stale []Entry
+	for _, e := range c.EntriesSnapshot() {
+		if c.verifyEntry(&e) != nil {
+			if err := c.signEntry(&e); err != nil {
+				return 0, err
+			}
+			stale = append(stale, e)
 		}
 	}
-	n := 0
-	for _, k := range stale {
-		e := *s.entries[k]
-		if err := c.signEntry(&e); err != nil {
-			s.mu.Unlock()
-			return n, err
+	s := c.entries
+	var keys []EntryKey
+	s.mu.Lock()
+	for i := range stale {
+		e := &stale[i]
+		if cur := s.entries[e.Key()]; cur != nil && cur.Stamp == e.Stamp && cur.Writer == e.Writer {
+			s.entries[e.Key()] = e // same stamp: a change of signature, not of value
+			keys = append(keys, e.Key())
 		}
-		s.entries[k] = &e // same stamp: a change of signature, not of value
-		n++
 	}
 	s.mu.Unlock()
-	if n > 0 {
-		c.push.enqueueEntries(stale...)
+	if len(keys) > 0 {
+		c.push.enqueueEntries(keys...)
 	}
-	return n, nil
+	return len(keys), nil
 }
 
 // admitEntries applies entries from a peer: each that beats what is held

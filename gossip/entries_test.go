@@ -203,3 +203,35 @@ func TestEntriesRefusedWhenUnsigned(t *testing.T) {
 	putEntry(t, cs[1], "k", "written", `2`)
 	waitFor(t, 5*time.Second, "the signed entry on the other agent", func() bool { return entryOn(c, "k", "written") == `2` })
 }
+
+// TestEntriesResignedAfterTheSignerLeavesTheRoots: once an entry's signer
+// no longer verifies (its key is replaced, as a removed root does to its
+// certificates), ResignEntries signs it again as the local node, stamp and
+// body unchanged, and a newcomer that checks signatures takes it.
+func TestEntriesResignedAfterTheSignerLeavesTheRoots(t *testing.T) {
+	cs, dir := startSignedCluster(t, 2)
+	written := putEntry(t, cs[0], "k", "n", `1`)
+	waitFor(t, 5*time.Second, "the entry on node1", func() bool { return entryOn(cs[1], "k", "n") == `1` })
+	dir.mu.Lock()
+	delete(dir.keys, "node0") // node0's signatures no longer verify
+	dir.mu.Unlock()
+	e, _ := cs[1].Entry("k", "n")
+	if cs[1].verifyEntry(&e) == nil {
+		t.Fatal("the old signature still verifies")
+	}
+	n, err := cs[1].ResignEntries()
+	if err != nil || n != 1 {
+		t.Fatalf("ResignEntries: %d, %v; want 1", n, err)
+	}
+	e, _ = cs[1].Entry("k", "n")
+	if err := cs[1].verifyEntry(&e); err != nil || e.Signer != "node1" || e.Stamp != written.Stamp || e.Writer != "node0" {
+		t.Errorf("after ResignEntries: signer %q, stamp %d (was %d), writer %q, verify %v", e.Signer, e.Stamp, written.Stamp, e.Writer, err)
+	}
+	fresh := startClusterWith(t, 1, func(_ int, cfg *Config) { cfg.Attestor = &keyAttestor{self: "late", dir: dir} })[0]
+	if changed := fresh.admitEntries([]Entry{e}, "node1"); len(changed) != 1 {
+		t.Error("a newcomer refused the entry signed again")
+	}
+	if n, _ := cs[1].ResignEntries(); n != 0 {
+		t.Errorf("a second ResignEntries signed %d entries again, want 0", n)
+	}
+}

@@ -155,7 +155,10 @@ func (p *pusher) retryDue(now time.Time) {
 func (p *pusher) round() {
 	p.mu.Lock()
 	pending, pendingEntries := p.pending, p.pendingEntries
-	p.pending, p.pendingEntries = make(map[string]uint64), make(map[EntryKey]bool)
+	p.pending = make(map[string]uint64)
+	if len(pendingEntries) > 0 { // config entries change rarely: most rounds have none
+		p.pendingEntries = make(map[EntryKey]bool)
+	}
 	p.mu.Unlock()
 
 	m := &message{Type: msgPush, From: p.c.cfg.NodeName}

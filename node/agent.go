@@ -377,6 +377,12 @@ func (a *Agent) Reload() error {
 	if err := a.reg.bump(); err != nil {
 		return fmt.Errorf("reload: sign the catalog again: %w", err)
 	}
+	// So are the config entries whose signer the new roots no longer trust.
+	if n, err := a.cluster.ResignEntries(); err != nil {
+		return fmt.Errorf("reload: sign config entries again: %w", err)
+	} else if n > 0 {
+		a.log.Info("signed config entries again after the reload", "entries", n)
+	}
 	a.log.Info("reloaded the node PKI", "trust_domain", b.TrustDomain, "roots", len(b.Roots),
 		"node_cert_expires", b.NodeCert.NotAfter.UTC().Format(time.RFC3339))
 	return nil
