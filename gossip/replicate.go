@@ -154,10 +154,11 @@ func (p *pusher) retryDue(now time.Time) {
 // pushPeers).
 func (p *pusher) round() {
 	p.mu.Lock()
-	pending, pendingEntries := p.pending, p.pendingEntries
+	pending := p.pending
 	p.pending = make(map[string]uint64)
-	if len(pendingEntries) > 0 { // config entries change rarely: most rounds have none
-		p.pendingEntries = make(map[EntryKey]bool)
+	var pendingEntries map[EntryKey]bool
+	if len(p.pendingEntries) > 0 { // config entries change rarely: most rounds have none
+		pendingEntries, p.pendingEntries = p.pendingEntries, make(map[EntryKey]bool)
 	}
 	p.mu.Unlock()
 
