@@ -34,6 +34,10 @@ type Cluster struct {
 	ln      net.Listener
 	rpcAddr string // advertised catalog address
 	tagKick chan struct{}
+	// localMu serializes SetTags, which rewrites memberlist's local node,
+	// with serf's queries (the keyring's), which read that node without
+	// memberlist's lock: serf v0.11's Query races with SetTags otherwise.
+	localMu sync.Mutex
 	keyring *memberlist.Keyring // nil without encryption
 	sealer  Sealer              // protects catalog frames; nil: plain
 	refused refusals            // deltas refused on their signature
@@ -264,7 +268,10 @@ func (c *Cluster) tagLoop() {
 			return
 		case <-c.tagKick:
 		}
-		if err := c.serf.SetTags(c.tags()); err != nil {
+		c.localMu.Lock()
+		err := c.serf.SetTags(c.tags())
+		c.localMu.Unlock()
+		if err != nil {
 			// The tags are set locally either way; only the wait for the
 			// broadcast timed out, and gossip carries them on.
 			c.log.Debug("update tags", "err", err)

@@ -246,6 +246,8 @@ func (c *Cluster) Keyring(op KeyringOp, key string) (*KeyringResponse, error) {
 	// A member whose answer missed the query's deadline (a busy machine)
 	// refused nothing: the operations are idempotent, so the query is
 	// asked again, up to keyringAttempts times, before the step fails.
+	c.localMu.Lock() // see Cluster.localMu
+	defer c.localMu.Unlock()
 	for attempt := 1; ; attempt++ {
 		switch op {
 		case KeyList:
