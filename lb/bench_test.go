@@ -184,3 +184,80 @@ func BenchmarkProxyFastHTTPChurn(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkProxyFastHTTPRouted is BenchmarkProxyFastHTTP with a traffic
+// policy on the service: one route (a path prefix and a header), a 50/50
+// split over two subsets and a resolver; allocs/op must stay 0.
+func BenchmarkProxyFastHTTPRouted(b *testing.B) {
+	be := fastBackend(b)
+	v := newFakeView()
+	a, c := inst("a", be), inst("c", be)
+	a.Subsets, c.Subsets = []string{"v1"}, []string{"v2"}
+	v.Set("web", a, c)
+	p := startProxy(b, testConfig(), v)
+	p.SetTable(mustTable(b, benchRouting(1)))
+	hc := &fasthttp.HostClient{Addr: p.HTTPAddr(), MaxConns: 1024}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		for pb.Next() {
+			req.SetRequestURI("/api/users")
+			req.Header.SetHost("web")
+			req.Header.Set("X-Canary", "0")
+			if err := hc.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode() != fasthttp.StatusOK {
+				b.Errorf("status %d", resp.StatusCode())
+				return
+			}
+		}
+	})
+}
+
+// benchRouting is a chain for "web" with n routes: route i takes the path
+// prefix /r<i>/ with header X-Canary 1, the last one /api/ whatever the
+// header; the default splits 50/50 over subsets v1 and v2, whose resolver
+// sets a policy and a connect timeout.
+func benchRouting(n int) Routing {
+	routes := make([]Route, n)
+	for i := range routes {
+		routes[i] = Route{
+			Match:  RouteMatch{PathPrefix: fmt.Sprintf("/r%d/", i), Headers: []HeaderMatch{{Name: "X-Canary", Exact: "1"}}},
+			Splits: []Split{split("web", "v2", 100)},
+		}
+	}
+	routes[n-1].Match = RouteMatch{PathPrefix: "/api/"}
+	routes[n-1].Splits = []Split{split("web", "v1", 50), split("web", "v2", 50)}
+	return Routing{
+		Chains:  map[string]Chain{"web": {Routes: routes, Default: []Split{split("web", "v1", 100)}}},
+		Targets: map[Target]Resolved{{Service: "web"}: {Policy: PolicyLeastRequest, ConnectTimeout: time.Second}},
+	}
+}
+
+// BenchmarkRouteMatch measures matching a request against a router of 1,
+// 10 and 100 routes where only the last one matches (every route's path
+// prefix is tested; the worst case short of the default), and the split
+// draw that follows.
+func BenchmarkRouteMatch(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			ch := mustTable(b, benchRouting(n)).chainOf("web")
+			var req fasthttp.Request
+			req.SetRequestURI("/api/users?id=7")
+			req.Header.SetHost("web")
+			req.Header.Set("X-Canary", "0")
+			fr := (*fastRequest)(&req)
+			b.ReportAllocs()
+			for b.Loop() {
+				if ch.match(fr).pick().target.Service != "web" {
+					b.Fatal("wrong route")
+				}
+			}
+		})
+	}
+}

@@ -37,6 +37,9 @@ type exchange interface {
 	// replayable reports whether the whole request can be sent again: it
 	// has no body, or the body is held in memory.
 	replayable() bool
+	// discard drops the answer of a successful try that is retried on
+	// another instance (a route's RetryOnStatusCodes).
+	discard()
 }
 
 // call is the state of one request or connection in the request loop.
@@ -58,6 +61,13 @@ type call struct {
 	// delivered (a reset, a per-try timeout).
 	idempotent bool
 
+	// route is the router's decision (nil: no traffic policy applies) and
+	// retry its rules (nil: the proxy's); maxRetries is the number of
+	// retries allowed.
+	route      *rule
+	retry      *retryRules
+	maxRetries int
+
 	sel      selection // pick's scratch space
 	triedBuf [4]*endpoint
 	tried    []*endpoint
@@ -76,8 +86,25 @@ func (p *Proxy) newCall(pl *pool, service, tag string, now time.Time) *call {
 	if p.cfg.Timeout > 0 {
 		c.deadline = now.Add(p.cfg.Timeout)
 	}
+	c.maxRetries = p.cfg.MaxRetries
 	c.tried = c.triedBuf[:0]
 	return c
+}
+
+// follow applies a routing decision to the call: the route's timeout (or
+// the target's) and retry rules.
+func (c *call) follow(rt *rule, tg *target) {
+	c.route = rt
+	timeout := rt.timeout
+	if timeout == 0 && tg != nil {
+		timeout = tg.RequestTimeout
+	}
+	if timeout > 0 {
+		c.deadline = c.began.Add(timeout)
+	}
+	if rt.retry != nil {
+		c.retry, c.maxRetries = rt.retry, rt.retry.max
+	}
 }
 
 // release returns c to the pool.
@@ -89,7 +116,7 @@ func (c *call) release() {
 
 // noInstance is the error of a call that has nowhere (left) to go.
 func (c *call) noInstance() error {
-	return &errNoInstance{service: strings.Clone(c.service), tag: strings.Clone(c.tag)}
+	return &errNoInstance{service: strings.Clone(c.service), tag: strings.Clone(c.tag), subset: c.pl.subset}
 }
 
 // forward runs the request loop: it returns the endpoint that took the
@@ -106,10 +133,20 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		status, err := x.try(e, c.tryDeadline(start))
 		end := time.Now()
 		c.inTries += end.Sub(start)
+		if err == nil && c.retry.has(status) && c.mayRetryAnswer(attempt, end, x) {
+			// An answer the route retries: the instance is fine, the
+			// request goes elsewhere.
+			e.inflight.Add(-1)
+			x.discard()
+			c.tried = append(c.tried, e)
+			c.retried(e)
+			continue
+		}
 		if err == nil {
 			e.observeLatency(end.Sub(start), end.UnixNano())
 			c.pl.stats.latency.observe(end.Sub(c.began))
 			e.requests.Add(1)
+			c.served(e)
 			if status >= 500 && p.cfg.EjectAfter5xx > 0 {
 				c.snap.failed(p, e, p.cfg.EjectAfter5xx)
 			} else {
@@ -124,12 +161,56 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		}
 		c.tried = append(c.tried, e)
 		expired := !c.deadline.IsZero() && !end.Before(c.deadline)
-		if f.final || expired || attempt >= p.cfg.MaxRetries || len(c.tried) == len(c.snap.eps) ||
+		if f.final || expired || attempt >= c.maxRetries || len(c.tried) == len(c.snap.all.eps) ||
 			!c.safeToRetry(f, x) || (!f.free && !p.budget.allow(end.UnixNano())) {
-			return nil, &tryError{err: err, addr: e.addr, service: strings.Clone(c.service), timeout: f.timeout || expired}
+			te := &tryError{err: err, addr: e.addr, service: strings.Clone(c.service), timeout: f.timeout || expired}
+			if te.timeout {
+				c.timedOut(e)
+			}
+			return nil, te
 		}
-		p.metrics.retries.Add(1)
-		c.pl.stats.retries.Add(1)
+		c.retried(e)
+	}
+}
+
+// mayRetryAnswer reports whether an answer of try number attempt, which
+// ended at end, may be retried: retries and instances are left, the whole
+// request can be sent again, and the retry budget allows it.
+func (c *call) mayRetryAnswer(attempt int, end time.Time, x exchange) bool {
+	return attempt < c.maxRetries && len(c.tried)+1 < len(c.snap.all.eps) && x.replayable() &&
+		c.p.budget.allow(end.UnixNano())
+}
+
+// served counts the request against the decisions that sent it to e.
+func (c *call) served(e *endpoint) {
+	if c.route != nil {
+		c.route.stats.requests.Add(1)
+	}
+	if e.zstats != nil {
+		e.zstats.requests.Add(1)
+	}
+}
+
+// retried counts a retry after a failed try on e.
+func (c *call) retried(e *endpoint) {
+	c.p.metrics.retries.Add(1)
+	c.pl.stats.retries.Add(1)
+	if c.route != nil {
+		c.route.stats.retries.Add(1)
+	}
+	if e.zstats != nil {
+		e.zstats.retries.Add(1)
+	}
+}
+
+// timedOut counts a call that ran out of time on e.
+func (c *call) timedOut(e *endpoint) {
+	c.pl.stats.timeouts.Add(1)
+	if c.route != nil {
+		c.route.stats.timeouts.Add(1)
+	}
+	if e.zstats != nil {
+		e.zstats.timeouts.Add(1)
 	}
 }
 
@@ -153,7 +234,7 @@ func (c *call) safeToRetry(f failure, x exchange) bool {
 	if f.dial {
 		return !x.bodyTouched()
 	}
-	return c.idempotent && x.replayable()
+	return (c.idempotent || (c.retry != nil && c.retry.onReset)) && x.replayable()
 }
 
 // failure is what a failed try tells the request loop.
@@ -219,9 +300,12 @@ func statusOf(err error) int {
 }
 
 // errNoInstance is returned when a service has no instance to send to.
-type errNoInstance struct{ service, tag string }
+type errNoInstance struct{ service, tag, subset string }
 
 func (e *errNoInstance) Error() string {
+	if e.subset != "" {
+		return fmt.Sprintf("no healthy instance of service %q in subset %q", e.service, e.subset)
+	}
 	if e.tag != "" {
 		return fmt.Sprintf("no healthy instance of service %q with tag %q", e.service, e.tag)
 	}

@@ -57,6 +57,19 @@ type Config struct {
 	// eject at once (one instance is always allowed).
 	MaxEjectionShare float64
 
+	// Zone is the caller's zone: instances in it are preferred (see
+	// locality.go). "": zones are ignored.
+	Zone string
+	// Distances, when set, estimates round-trip times to other nodes, for
+	// the latency policy and adaptive locality; refreshed every
+	// DistanceRefresh.
+	Distances       Distances
+	DistanceRefresh time.Duration
+
+	// DebugHeaders, when set, adds X-Shoal-Instance and X-Shoal-Route to
+	// every HTTP answer, naming the instance and the route that served it.
+	DebugHeaders bool
+
 	// Mesh, when set, carries connections to instances on other nodes
 	// (Instance.Via) through their agents; nil connects to every instance
 	// directly.
@@ -84,6 +97,7 @@ func DefaultConfig() Config {
 		BaseEjection:        10 * time.Second,
 		MaxEjection:         5 * time.Minute,
 		MaxEjectionShare:    0.5,
+		DistanceRefresh:     time.Second,
 		ShutdownTimeout:     10 * time.Second,
 	}
 }
@@ -108,11 +122,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	if !ValidPolicy(c.Policy) {
-		errs = append(errs, fmt.Errorf("policy %q: want round_robin, random, least_request, ewma or hash", c.Policy))
+		errs = append(errs, fmt.Errorf("policy %q: want %s", c.Policy, policyNames))
 	}
 	for svc, p := range c.Policies {
 		if !ValidPolicy(p) {
-			errs = append(errs, fmt.Errorf("policy of %s %q: want round_robin, random, least_request, ewma or hash", svc, p))
+			errs = append(errs, fmt.Errorf("policy of %s %q: want %s", svc, p, policyNames))
 		}
 	}
 	if _, err := ParseHashSource(c.HashKey); err != nil {
@@ -133,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxEjectionShare < 0 || c.MaxEjectionShare > 1 {
 		errs = append(errs, fmt.Errorf("max ejection share %v: want 0-1", c.MaxEjectionShare))
+	}
+	if c.Distances != nil && c.DistanceRefresh <= 0 {
+		errs = append(errs, fmt.Errorf("distance refresh %v: must be positive", c.DistanceRefresh))
 	}
 	if c.BaseEjection <= 0 || c.MaxEjection < c.BaseEjection {
 		errs = append(errs, fmt.Errorf("ejection times %v/%v: base must be positive and at most the max", c.BaseEjection, c.MaxEjection))

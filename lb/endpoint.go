@@ -2,6 +2,7 @@ package lb
 
 import (
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,14 @@ type endpoint struct {
 	fc atomic.Pointer[fasthttp.HostClient]
 	// weight changes only under the pool's refresh lock, read atomically.
 	weight atomic.Int64
+	// node and zone are the instance's node and that node's zone (another
+	// zone makes another endpoint); zstats counts traffic by zone. Set
+	// before the endpoint is published, never changed.
+	node, zone string
+	zstats     *decisionStats
+	// rtt is the estimated round-trip time to the instance's node in
+	// nanoseconds, from network coordinates; 0: unknown.
+	rtt atomic.Int64
 
 	inflight atomic.Int64
 	requests atomic.Uint64 // served, for metrics and tests
@@ -50,7 +59,7 @@ type endpoint struct {
 }
 
 func newEndpoint(in Instance, connectTimeout time.Duration, mesh Mesh) *endpoint {
-	e := &endpoint{id: in.ID, addr: in.Addr, connectTimeout: connectTimeout}
+	e := &endpoint{id: in.ID, addr: in.Addr, connectTimeout: connectTimeout, node: in.Node, zone: in.Zone}
 	if in.Via != "" && mesh != nil {
 		e.via, e.mesh = in.Via, mesh
 	}
@@ -93,3 +102,17 @@ func (e *endpoint) cost() float64 {
 	}
 	return lat * float64(e.inflight.Load()+1) / float64(e.weight.Load())
 }
+
+// atomicSlice holds a []float64 that is replaced whole.
+type atomicSlice struct{ p atomic.Pointer[[]float64] }
+
+func (a *atomicSlice) load() []float64 {
+	if s := a.p.Load(); s != nil {
+		return *s
+	}
+	return nil
+}
+
+func (a *atomicSlice) store(s []float64) { a.p.Store(&s) }
+
+func randFloat() float64 { return rand.Float64() }

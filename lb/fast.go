@@ -65,22 +65,30 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 			host, p.cfg.Domain, p.cfg.Domain), fasthttp.StatusServiceUnavailable)
 		return
 	}
-	pl := p.pool(service, tag)
-	pl.stats.requests.Add(1)
 	req := &ctx.Request
+	d := p.decideFast(req, service, tag)
+	pl := d.pool
+	pl.stats.requests.Add(1)
+	if d.route != nil {
+		service = pl.service // the target's: a split, redirect or failover may name another
+	}
 	if ctx.IsConnect() || req.Header.ConnectionUpgrade() {
 		p.tunnel(ctx, pl, service, tag)
 		return
 	}
 	c := p.newCall(pl, service, tag, now)
 	defer c.release()
-	if len(c.snap.eps) == 0 {
+	if len(c.snap.all.eps) == 0 {
 		p.fastError(ctx, pl, c.noInstance())
 		return
 	}
 	stripHopRequest(&req.Header)
 	c.scratch = setForwarded(&req.Header, ctx.RemoteAddr(), host, c.scratch)
-	if _, isHash := c.snap.policy.(*Hash); isHash {
+	if d.route != nil {
+		c.follow(d.route, d.leg.target)
+		c.scratch = d.applyFast(req, c.scratch)
+	}
+	if _, isHash := c.snap.all.policy.(*Hash); isHash {
 		c.key = fastHashKey(ctx, c.snap.hashKey)
 	}
 	if req.IsBodyStream() {
@@ -108,7 +116,24 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	// the request counts as in flight until its headers are back.
 	e.inflight.Add(-1)
 	stripHopResponse(&ctx.Response.Header)
+	if d.route != nil {
+		d.route.respOps.applyFastResponse(&ctx.Response.Header)
+		d.leg.respOps.applyFastResponse(&ctx.Response.Header)
+	}
+	if p.cfg.DebugHeaders {
+		setDebugHeaders(&ctx.Response.Header, e, d)
+	}
 	p.metrics.overhead.observe(time.Since(now) - c.inTries)
+}
+
+// decideFast applies the traffic policy of the service to an HTTP/1
+// request (a name with a tag goes straight to the tag's pool).
+func (p *Proxy) decideFast(req *fasthttp.Request, service, tag string) decision {
+	if ch := p.table.Load().chainOf(service); ch != nil && tag == "" {
+		rt := ch.match((*fastRequest)(req))
+		return p.decide(rt)
+	}
+	return decision{pool: p.pool(service, tag)}
 }
 
 // fastExchange is the HTTP/1.x side of a call: the request context itself,
@@ -131,6 +156,10 @@ func (x *fastExchange) bodyTouched() bool { return false }
 // replayable: small bodies were read into memory (see serveFast).
 func (x *fastExchange) replayable() bool { return !x.Request.IsBodyStream() }
 
+// discard drops the answer, handing its connection back (or closing it
+// when its body was not read).
+func (x *fastExchange) discard() { x.Response.Reset() }
+
 // fastError answers a request that could not be forwarded, in one line,
 // and counts it against the proxy and the pool.
 func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, pl *pool, err error) {
@@ -145,7 +174,8 @@ func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, pl *pool, err error) {
 func fastHashKey(ctx *fasthttp.RequestCtx, src HashSource) string {
 	switch src.Kind {
 	case "header":
-		return string(ctx.Request.Header.Peek(src.Name))
+		v, _ := peekHeader(&ctx.Request.Header, src.Name)
+		return string(v)
 	case "cookie":
 		return string(ctx.Request.Header.Cookie(src.Name))
 	}

@@ -31,9 +31,9 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Host, p.cfg.Domain, p.cfg.Domain), http.StatusServiceUnavailable)
 		return
 	}
-	st := &p.pool(service, tag).stats
-	st.requests.Add(1)
 	if r.Method == http.MethodConnect {
+		st := &p.pool(service, tag).stats
+		st.requests.Add(1)
 		p.metrics.errors.Add(1)
 		st.errors.Add(1)
 		http.Error(w, "shoal: CONNECT is served over HTTP/1.1 only", http.StatusMethodNotAllowed)
@@ -57,11 +57,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 // proxyError answers a request that could not be forwarded, in one line.
+// The forwarder counted it against its pool.
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	p.metrics.errors.Add(1)
-	if service, tag, ok := route(r.Host, p.cfg.Domain); ok {
-		p.pool(service, tag).stats.errors.Add(1)
-	}
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
@@ -83,15 +81,42 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, fmt.Errorf("%q is not a service address", req.URL.Host)
 	}
-	c := p.newCall(p.pool(service, tag), service, tag, time.Now())
+	d := decision{}
+	if ch := p.table.Load().chainOf(service); ch != nil && tag == "" {
+		d = p.decide(ch.match(&stdRequest{r: req}))
+		service = d.pool.service
+	} else {
+		d.pool = p.pool(service, tag)
+	}
+	pl := d.pool
+	pl.stats.requests.Add(1)
+	c := p.newCall(pl, service, tag, time.Now())
 	defer c.release()
-	if len(c.snap.eps) == 0 {
+	resp, err := f.forward(c, req, &d)
+	if err != nil {
+		pl.stats.errors.Add(1)
+	}
+	return resp, err
+}
+
+// forward runs the request loop for an h2c request and applies the
+// traffic policy's changes to the request and its answer.
+func (f *forwarder) forward(c *call, req *http.Request, d *decision) (*http.Response, error) {
+	p := f.p
+	if len(c.snap.all.eps) == 0 {
 		return nil, c.noInstance()
 	}
-	if _, isHash := c.snap.policy.(*Hash); isHash {
+	if d.route != nil {
+		c.follow(d.route, d.leg.target)
+		d.applyStd(req)
+	}
+	if _, isHash := c.snap.all.policy.(*Hash); isHash {
 		c.key = hashKey(req, c.snap.hashKey)
 	}
 	x := &h2Exchange{p: p, req: req}
+	if d.route != nil {
+		x.deadline = c.deadline // the proxy's own Timeout is on the request's context already
+	}
 	// The body is guarded so that a request whose body was not read yet (a
 	// failed connect) can be sent again; the transport must not close it.
 	if req.Body != nil && req.Body != http.NoBody {
@@ -103,7 +128,15 @@ func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	x.resp.Body = &inflightBody{rc: x.resp.Body, e: e}
+	if d.route != nil {
+		d.route.respOps.applyStd(x.resp.Header)
+		d.leg.respOps.applyStd(x.resp.Header)
+	}
+	if p.cfg.DebugHeaders {
+		x.resp.Header.Set(debugInstance, e.id)
+		x.resp.Header.Set(debugRoute, debugRouteValue(e, d))
+	}
+	x.resp.Body = &inflightBody{rc: x.resp.Body, e: e, cancel: x.cancel}
 	return x.resp, nil
 }
 
@@ -114,10 +147,19 @@ type h2Exchange struct {
 	req  *http.Request
 	body *guardedBody
 	resp *http.Response
+	// deadline bounds each try, answer included (a route's timeout); its
+	// context's cancel goes with the answer's body.
+	deadline time.Time
+	cancel   context.CancelFunc
 }
 
 func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 	out := *x.req
+	if !x.deadline.IsZero() {
+		ctx, cancel := context.WithDeadline(x.req.Context(), x.deadline)
+		out = *out.WithContext(ctx)
+		x.cancel = cancel
+	}
 	u := *x.req.URL
 	u.Host = e.addr
 	out.URL = &u
@@ -126,7 +168,11 @@ func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 	}
 	resp, err := e.h2Transport(x.p.transport).RoundTrip(&out)
 	if err != nil {
-		if ctxErr := x.req.Context().Err(); ctxErr != nil {
+		if x.cancel != nil {
+			x.cancel()
+			x.cancel = nil
+		}
+		if ctxErr := out.Context().Err(); ctxErr != nil {
 			// The caller is gone or out of time: not the instance's fault,
 			// and final, even when it cut a connect short.
 			if !errors.Is(err, ctxErr) {
@@ -146,6 +192,14 @@ func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 func (x *h2Exchange) bodyTouched() bool { return x.body != nil && x.body.read.Load() }
 
 func (x *h2Exchange) replayable() bool { return x.body == nil }
+
+func (x *h2Exchange) discard() {
+	x.resp.Body.Close()
+	if x.cancel != nil {
+		x.cancel()
+		x.cancel = nil
+	}
+}
 
 // isDialError reports a failure to connect: nothing was sent.
 func isDialError(err error) bool {
@@ -191,9 +245,10 @@ func (b *guardedBody) Close() error { return nil }
 // inflightBody ends an endpoint's in-flight request when the response body
 // is closed, so least_request sees streams that are still open.
 type inflightBody struct {
-	rc   io.ReadCloser
-	e    *endpoint
-	done atomic.Bool
+	rc     io.ReadCloser
+	e      *endpoint
+	cancel context.CancelFunc // of the try's deadline; nil: none
+	done   atomic.Bool
 }
 
 func (b *inflightBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
@@ -202,7 +257,11 @@ func (b *inflightBody) Close() error {
 	if b.done.CompareAndSwap(false, true) {
 		b.e.inflight.Add(-1)
 	}
-	return b.rc.Close()
+	err := b.rc.Close()
+	if b.cancel != nil {
+		b.cancel()
+	}
+	return err
 }
 
 // Write lets the reverse proxy use the body as an io.Writer for upgraded

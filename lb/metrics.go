@@ -1,7 +1,10 @@
 package lb
 
 import (
+	"cmp"
+	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -50,8 +53,8 @@ type Histogram struct {
 // poolStats counts a pool's traffic. It is lock-free: the request path
 // adds to it with a few atomic operations.
 type poolStats struct {
-	requests, errors, retries, ejections, connections atomic.Uint64
-	latency                                           histogram
+	requests, errors, retries, ejections, connections, timeouts atomic.Uint64
+	latency                                                     histogram
 }
 
 // histogram is the lock-free accumulator behind Histogram.
@@ -127,5 +130,103 @@ func (h *Histogram) Cumulative() map[float64]uint64 {
 		n += h.Counts[i]
 		out[b] = n
 	}
+	return out
+}
+
+// DecisionStats is the traffic that took one decision: a route of a
+// service's router, a subset of its resolver, or the zone of the instance
+// that served it.
+type DecisionStats struct {
+	Service string
+	// Name is the route ("0", "1", … in the router's order, "default" for
+	// requests that matched none), the subset, or the zone ("" for
+	// instances on nodes without one).
+	Name string
+	// Requests counts requests and connections that were sent there (the
+	// last try's), Retries the tries after a failed one, Timeouts the
+	// requests that ran out of time.
+	Requests, Retries, Timeouts uint64
+}
+
+// decisionStats counts the traffic of one decision.
+type decisionStats struct {
+	requests, retries, timeouts atomic.Uint64
+}
+
+func (d *decisionStats) export(service, name string) DecisionStats {
+	return DecisionStats{Service: service, Name: name, Requests: d.requests.Load(),
+		Retries: d.retries.Load(), Timeouts: d.timeouts.Load()}
+}
+
+// decisionCounters holds the counters of routes and zones. They outlive
+// the tables and snapshots that point at them, so that a counter never
+// goes back when the configuration changes.
+type decisionCounters struct {
+	mu     sync.Mutex // guards both maps; taken when tables and snapshots are built
+	routes map[[2]string]*decisionStats
+	zones  map[[2]string]*decisionStats
+}
+
+func (d *decisionCounters) get(m *map[[2]string]*decisionStats, service, name string) *decisionStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if *m == nil {
+		*m = make(map[[2]string]*decisionStats)
+	}
+	k := [2]string{service, name}
+	if s := (*m)[k]; s != nil {
+		return s
+	}
+	s := new(decisionStats)
+	(*m)[k] = s
+	return s
+}
+
+func (d *decisionCounters) route(service, name string) *decisionStats {
+	return d.get(&d.routes, service, name)
+}
+
+func (p *Proxy) zoneStats(service, zone string) *decisionStats {
+	return p.decisions.get(&p.decisions.zones, service, zone)
+}
+
+func (d *decisionCounters) export(m *map[[2]string]*decisionStats) []DecisionStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]DecisionStats, 0, len(*m))
+	for k, s := range *m {
+		out = append(out, s.export(k[0], k[1]))
+	}
+	sortDecisions(out)
+	return out
+}
+
+func sortDecisions(s []DecisionStats) {
+	slices.SortFunc(s, func(a, b DecisionStats) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Name, b.Name))
+	})
+}
+
+// RouteStats returns the traffic of every route of every router the proxy
+// has applied, ordered by service and route.
+func (p *Proxy) RouteStats() []DecisionStats { return p.decisions.export(&p.decisions.routes) }
+
+// ZoneStats returns the traffic by service and zone of the instance that
+// took it.
+func (p *Proxy) ZoneStats() []DecisionStats { return p.decisions.export(&p.decisions.zones) }
+
+// SubsetStats returns the traffic of every resolver subset requests were
+// sent to, ordered by service and subset.
+func (p *Proxy) SubsetStats() []DecisionStats {
+	var out []DecisionStats
+	for k, pl := range *p.pools.Load() {
+		if k.subset == "" {
+			continue
+		}
+		st := &pl.stats
+		out = append(out, DecisionStats{Service: k.service, Name: k.subset, Requests: st.requests.Load(),
+			Retries: st.retries.Load(), Timeouts: st.timeouts.Load()})
+	}
+	sortDecisions(out)
 	return out
 }

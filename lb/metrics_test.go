@@ -47,7 +47,7 @@ func TestServiceStatsSumsPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, v2, db := p.ensurePool("web", ""), p.ensurePool("web", "v2"), p.ensurePool("db", "")
+	all, v2, db := p.ensurePool("web", "", ""), p.ensurePool("web", "", "v2"), p.ensurePool("db", "", "")
 	all.stats.requests.Add(3)
 	v2.stats.requests.Add(2)
 	v2.stats.errors.Add(1)

@@ -247,7 +247,7 @@ func TestProxyClientGoesAway(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the backend's request outlived the client by 3 s")
 	}
-	ep := p.pool("web", "").current().eps[0]
+	ep := p.pool("web", "").current().all.eps[0]
 	waitFor(t, 5*time.Second, "in-flight back to 0", func() bool { return ep.inflight.Load() == 0 })
 }
 

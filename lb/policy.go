@@ -19,6 +19,7 @@ const (
 	PolicyLeastRequest = "least_request"
 	PolicyEWMA         = "ewma"
 	PolicyHash         = "hash"
+	PolicyLatency      = "latency"
 )
 
 // DefaultPolicy balances on requests in flight with the power of two
@@ -42,6 +43,7 @@ type selection struct {
 	maxInflight int64
 	tried       []*endpoint
 	key         string // the request's hash key (hash policy only)
+	zone        string // the caller's zone (Config.Zone)
 }
 
 // usable reports whether e may take this request.
@@ -244,9 +246,14 @@ func newPolicy(name string, hashKey HashSource, seed maphash.Seed, eps []*endpoi
 		return EWMA{}, nil
 	case PolicyHash:
 		return &Hash{Source: hashKey, seed: seed}, nil
+	case PolicyLatency:
+		return newLatency(eps), nil
 	}
-	return nil, fmt.Errorf("unknown policy %q: want round_robin, random, least_request, ewma or hash", name)
+	return nil, fmt.Errorf("unknown policy %q: want %s", name, policyNames)
 }
+
+// policyNames lists the policies for error messages.
+const policyNames = "round_robin, random, least_request, ewma, latency or hash"
 
 // ValidPolicy reports whether name is a known policy.
 func ValidPolicy(name string) bool {

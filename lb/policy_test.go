@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-var allPolicies = []string{PolicyRoundRobin, PolicyRandom, PolicyLeastRequest, PolicyEWMA, PolicyHash}
+var allPolicies = []string{PolicyRoundRobin, PolicyRandom, PolicyLeastRequest, PolicyEWMA, PolicyLatency, PolicyHash}
 
 // policyPool builds an unstarted proxy whose service "web" has one
 // endpoint per weight, named e000, e001, ... in weight order.
@@ -42,11 +42,11 @@ func uniform(n int) []int {
 // the snapshot's order.
 func counts(t testing.TB, p *Proxy, s *snapshot, n int) []int {
 	t.Helper()
-	index := make(map[*endpoint]int, len(s.eps))
-	for i, e := range s.eps {
+	index := make(map[*endpoint]int, len(s.all.eps))
+	for i, e := range s.all.eps {
 		index[e] = i
 	}
-	c := make([]int, len(s.eps))
+	c := make([]int, len(s.all.eps))
 	for range n {
 		e := s.pick(p, new(selection), "", nil)
 		if e == nil {
@@ -95,11 +95,11 @@ func TestRoundRobinUniformIsExact(t *testing.T) {
 func TestRoundRobinSmoothWeighted(t *testing.T) {
 	weights := []int{1, 2, 3}
 	p, _, s := policyPool(t, testConfig(), PolicyRoundRobin, weights...)
-	if s.uniform {
+	if s.all.uniform {
 		t.Fatal("snapshot with weights 1:2:3 says uniform")
 	}
 	const cycles = 1000
-	index := map[*endpoint]int{s.eps[0]: 0, s.eps[1]: 1, s.eps[2]: 2}
+	index := map[*endpoint]int{s.all.eps[0]: 0, s.all.eps[1]: 1, s.all.eps[2]: 2}
 	got := make([]int, 3)
 	run, longest, last := 0, 0, -1
 	for range 6 * cycles {
@@ -124,7 +124,7 @@ func TestRoundRobinSmoothWeighted(t *testing.T) {
 
 func TestSmoothScheduleCapsLargeWeights(t *testing.T) {
 	p, _, s := policyPool(t, testConfig(), PolicyRoundRobin, 10000, 30000, 1)
-	rr := s.policy.(*RoundRobin)
+	rr := s.all.policy.(*RoundRobin)
 	if len(rr.schedule) > 4096+3 || len(rr.schedule) == 0 {
 		t.Fatalf("schedule has %d slots", len(rr.schedule))
 	}
@@ -153,7 +153,7 @@ func TestLeastRequestProportionalToWeights(t *testing.T) {
 
 func TestLeastRequestPrefersFewerInFlight(t *testing.T) {
 	p, _, s := policyPool(t, testConfig(), PolicyLeastRequest, 1, 1, 1)
-	s.eps[1].inflight.Store(10)
+	s.all.eps[1].inflight.Store(10)
 	got := counts(t, p, s, 30000)
 	// The loaded endpoint wins only when both draws land on it: rare.
 	if share := float64(got[1]) / 30000; share > 0.02 {
@@ -164,8 +164,8 @@ func TestLeastRequestPrefersFewerInFlight(t *testing.T) {
 	// In-flight counts are per unit of weight: 4 in flight on weight 4
 	// beats 2 on weight 1.
 	p, _, s = policyPool(t, testConfig(), PolicyLeastRequest, 4, 1)
-	s.eps[0].inflight.Store(4)
-	s.eps[1].inflight.Store(2)
+	s.all.eps[0].inflight.Store(4)
+	s.all.eps[1].inflight.Store(2)
 	got = counts(t, p, s, 10000)
 	if got[0] < 9500 {
 		t.Fatalf("weighted least request: %v, want nearly all on the heavy endpoint", got)
@@ -175,9 +175,9 @@ func TestLeastRequestPrefersFewerInFlight(t *testing.T) {
 func TestEWMAPrefersLowerLatency(t *testing.T) {
 	p, _, s := policyPool(t, testConfig(), PolicyEWMA, 1, 1, 1)
 	now := time.Now().UnixNano()
-	s.eps[0].observeLatency(time.Millisecond, now)
-	s.eps[1].observeLatency(100*time.Millisecond, now)
-	s.eps[2].observeLatency(2*time.Millisecond, now)
+	s.all.eps[0].observeLatency(time.Millisecond, now)
+	s.all.eps[1].observeLatency(100*time.Millisecond, now)
+	s.all.eps[2].observeLatency(2*time.Millisecond, now)
 	got := counts(t, p, s, 30000)
 	if share := float64(got[1]) / 30000; share > 0.02 {
 		t.Fatalf("slow endpoint got %.1f%% of picks (%v), want < 2%%", share*100, got)
@@ -188,7 +188,7 @@ func TestEWMAPrefersLowerLatency(t *testing.T) {
 
 	// Load counts too: a fast endpoint with many requests in flight loses
 	// to a slower idle one.
-	s.eps[0].inflight.Store(100)
+	s.all.eps[0].inflight.Store(100)
 	got = counts(t, p, s, 30000)
 	if share := float64(got[0]) / 30000; share > 0.02 {
 		t.Fatalf("loaded fast endpoint got %.1f%% of picks (%v)", share*100, got)
@@ -286,7 +286,7 @@ func TestHashWeighted(t *testing.T) {
 func TestHashSkipsEjectedAndKeepsOthers(t *testing.T) {
 	p, _, s := policyPool(t, testConfig(), PolicyHash, 1, 1, 1)
 	before := hashPicks(t, p, s, 1000)
-	s.eps[0].ejectedUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	s.all.eps[0].ejectedUntil.Store(time.Now().Add(time.Hour).UnixNano())
 	after := hashPicks(t, p, s, 1000)
 	for k, id := range before {
 		if after[k] == "e000" {
@@ -318,7 +318,7 @@ func TestPoliciesSkip(t *testing.T) {
 			cfg := testConfig()
 			cfg.MaxRequestsPerInstance = 2
 			p, _, s := policyPool(t, cfg, pol, 1, 2, 3)
-			a, b, c := s.eps[0], s.eps[1], s.eps[2]
+			a, b, c := s.all.eps[0], s.all.eps[1], s.all.eps[2]
 			for i := range 300 {
 				key := strconv.Itoa(i)
 				if e := s.pick(p, new(selection), key, []*endpoint{a, c}); e != b {
@@ -377,18 +377,18 @@ func TestPanicMode(t *testing.T) {
 			cfg.MaxRequestsPerInstance = 1
 			p, _, s := policyPool(t, cfg, pol, 1, 1, 1)
 			until := time.Now().Add(time.Hour).UnixNano()
-			s.eps[0].ejectedUntil.Store(until)
-			s.eps[1].ejectedUntil.Store(until)
-			s.eps[2].inflight.Store(1)
+			s.all.eps[0].ejectedUntil.Store(until)
+			s.all.eps[1].ejectedUntil.Store(until)
+			s.all.eps[2].inflight.Store(1)
 			for i := range 100 {
 				if s.pick(p, new(selection), strconv.Itoa(i), nil) == nil {
 					t.Fatal("nothing picked with every endpoint out")
 				}
 			}
-			if e := s.pick(p, new(selection), "k", []*endpoint{s.eps[0], s.eps[2]}); e != s.eps[1] {
+			if e := s.pick(p, new(selection), "k", []*endpoint{s.all.eps[0], s.all.eps[2]}); e != s.all.eps[1] {
 				t.Fatalf("panic pick = %v, want the one untried endpoint", id(e))
 			}
-			if e := s.pick(p, new(selection), "k", s.eps); e != nil {
+			if e := s.pick(p, new(selection), "k", s.all.eps); e != nil {
 				t.Fatalf("all tried: picked %v, want nil", id(e))
 			}
 		})
@@ -420,8 +420,8 @@ func TestSinglePolicyPerService(t *testing.T) {
 	check := func(service string, want Policy, wantKey HashSource) {
 		t.Helper()
 		s := p.pool(service, "").current()
-		if fmt.Sprintf("%T", s.policy) != fmt.Sprintf("%T", want) {
-			t.Errorf("%s: policy %T, want %T", service, s.policy, want)
+		if fmt.Sprintf("%T", s.all.policy) != fmt.Sprintf("%T", want) {
+			t.Errorf("%s: policy %T, want %T", service, s.all.policy, want)
 		}
 		if s.hashKey != wantKey {
 			t.Errorf("%s: hash key %+v, want %+v", service, s.hashKey, wantKey)

@@ -36,6 +36,14 @@ type Proxy struct {
 	poolsMu sync.Mutex // serializes pool creation
 	nobody  *pool      // the empty pool of names the view does not know
 
+	// table is the traffic policy (SetTable); never nil.
+	table   atomic.Pointer[Table]
+	tableMu sync.Mutex // serializes SetTable
+	// rtts holds the latest distances (Config.Distances); nil: none yet.
+	rtts atomic.Pointer[map[string]time.Duration]
+	// decisions counts traffic by route and by zone, across tables.
+	decisions decisionCounters
+
 	transport *http.Transport // upstream connections of the h2c path
 	httpLn    net.Listener
 	sniffer   *sniffListener
@@ -48,11 +56,12 @@ type Proxy struct {
 	upstreams []*tcpUpstream
 	closed    bool
 
+	stop         chan struct{} // closed by Shutdown: ends the distance refresher
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup
 }
 
-type poolKey struct{ service, tag string }
+type poolKey struct{ service, subset, tag string }
 
 // New validates cfg and prepares a proxy; nothing listens until Start.
 func New(cfg Config, view View) (*Proxy, error) {
@@ -63,11 +72,12 @@ func New(cfg Config, view View) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	p := &Proxy{cfg: cfg, view: view, log: log.With("component", "proxy"), seed: maphash.MakeSeed()}
+	p := &Proxy{cfg: cfg, view: view, log: log.With("component", "proxy"), seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	p.table.Store(&Table{})
 	p.budget.ratio, p.budget.minPerSec = cfg.RetryBudget, int64(cfg.MinRetriesPerSecond)
 	empty := make(map[poolKey]*pool)
 	p.pools.Store(&empty)
-	p.nobody = newPool(p, "", "")
+	p.nobody = newPool(p, "", "", "")
 	dialer := upstreamDialer(cfg.ConnectTimeout)
 	p.transport = &http.Transport{
 		Proxy:                 nil,
@@ -140,6 +150,10 @@ func (p *Proxy) Start() error {
 		p.wg.Add(1)
 		go p.serveTCP(u)
 	}
+	if p.cfg.Distances != nil {
+		p.wg.Add(1)
+		go p.refreshDistances()
+	}
 	p.log.Info("proxy started", "http", p.HTTPAddr(), "upstreams", len(p.upstreams))
 	return nil
 }
@@ -183,6 +197,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			ctx, cancel = context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
 			defer cancel()
 		}
+		close(p.stop)
 		p.upMu.Lock()
 		p.closed = true
 		upstreams := slices.Clone(p.upstreams)
@@ -220,18 +235,28 @@ func (p *Proxy) serveH2(c net.Conn) {
 // of a service the view knows. Names the view does not know share one empty
 // pool, so that clients asking for ever new names leave nothing behind.
 func (p *Proxy) pool(service, tag string) *pool {
-	if pl := (*p.pools.Load())[poolKey{service, tag}]; pl != nil {
+	if pl := (*p.pools.Load())[poolKey{service, "", tag}]; pl != nil {
 		return pl
 	}
 	if len(p.view.Instances(service)) == 0 {
 		return p.nobody
 	}
-	return p.ensurePool(service, tag)
+	return p.ensurePool(service, "", tag)
 }
 
-// ensurePool returns the pool of a service, creating it if needed.
-func (p *Proxy) ensurePool(service, tag string) *pool {
-	k := poolKey{service, tag}
+// targetPool returns the pool of a target of the traffic policy. Targets
+// are as many as the configuration makes, so their pools are made at once.
+func (p *Proxy) targetPool(t *target) *pool {
+	if pl := (*p.pools.Load())[poolKey{t.Service, t.Subset, ""}]; pl != nil {
+		return pl
+	}
+	return p.ensurePool(t.Service, t.Subset, "")
+}
+
+// ensurePool returns the pool of a service (or its subset, or tag),
+// creating it if needed.
+func (p *Proxy) ensurePool(service, subset, tag string) *pool {
+	k := poolKey{service, subset, tag}
 	if pl := (*p.pools.Load())[k]; pl != nil {
 		return pl
 	}
@@ -247,32 +272,79 @@ func (p *Proxy) ensurePool(service, tag string) *pool {
 	}
 	// Keys may come from request buffers (see unsafeString): clone them.
 	service, tag = strings.Clone(service), strings.Clone(tag)
-	k = poolKey{service, tag}
-	pl := newPool(p, service, tag)
+	k = poolKey{service, subset, tag}
+	pl := newPool(p, service, subset, tag)
 	next[k] = pl
 	p.pools.Store(&next)
 	return pl
 }
 
-// policyFor chooses the policy of a service: configuration first, then the
-// instances' Meta, then the default.
-func (p *Proxy) policyFor(service, metaPolicy, metaHashKey string, eps []*endpoint, uniform bool) (Policy, HashSource) {
+// policyName chooses the policy of a service: this agent's configuration
+// first, then the traffic policy's resolver (or service defaults), then
+// the instances' Meta, then the default.
+func (p *Proxy) policyName(service string, settings *target, metaPolicy, metaHashKey string) (string, HashSource) {
 	name := p.cfg.Policy
 	if metaPolicy != "" && ValidPolicy(metaPolicy) {
 		name = metaPolicy
 	}
+	if settings != nil && settings.Policy != "" {
+		name = settings.Policy
+	}
 	if cp, ok := p.cfg.Policies[service]; ok {
 		name = cp
 	}
-	src, err := ParseHashSource(metaHashKey)
-	if metaHashKey == "" || err != nil {
-		src, _ = ParseHashSource(p.cfg.HashKey)
+	key := p.cfg.HashKey
+	if _, err := ParseHashSource(metaHashKey); metaHashKey != "" && err == nil {
+		key = metaHashKey
 	}
-	pol, err := newPolicy(name, src, p.seed, eps, uniform)
-	if err != nil { // unreachable: names are validated
-		pol = LeastRequest{}
+	if settings != nil && settings.HashKey != "" {
+		key = settings.HashKey
 	}
-	return pol, src
+	src, err := ParseHashSource(key)
+	if err != nil { // unreachable: keys are validated
+		src = HashSource{Kind: "ip"}
+	}
+	return name, src
+}
+
+// SetTable installs a new traffic policy and takes ownership of t.
+// Requests already routed finish on the old one; every pool picks up the
+// new settings at its next request.
+func (p *Proxy) SetTable(t *Table) {
+	if t == nil {
+		t = &Table{}
+	}
+	for _, c := range t.chains {
+		for _, r := range c.routes {
+			r.stats = p.decisions.route(c.service, r.name)
+		}
+		c.def.stats = p.decisions.route(c.service, c.def.name)
+	}
+	p.tableMu.Lock()
+	defer p.tableMu.Unlock()
+	t.gen = p.table.Load().gen + 1
+	p.table.Store(t)
+}
+
+// refreshDistances takes the distances to other nodes every
+// DistanceRefresh, hands them to every endpoint and redraws the latency
+// policies' tables.
+func (p *Proxy) refreshDistances() {
+	defer p.wg.Done()
+	tick := time.NewTicker(p.cfg.DistanceRefresh)
+	defer tick.Stop()
+	for {
+		rtts := p.cfg.Distances.RTTs()
+		p.rtts.Store(&rtts)
+		for _, pl := range *p.pools.Load() {
+			pl.applyDistances(rtts)
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Stats are the proxy's counters since start.

@@ -430,7 +430,7 @@ func TestProxyUpgrade(t *testing.T) {
 			t.Fatalf("echo: %q, %v", got, err)
 		}
 	}
-	ep := p.pool("web", "").current().eps[0]
+	ep := p.pool("web", "").current().all.eps[0]
 	if ep.inflight.Load() != 1 {
 		t.Errorf("upgraded connection not counted in flight: %d", ep.inflight.Load())
 	}

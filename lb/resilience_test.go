@@ -48,7 +48,7 @@ func TestProxyConnectRefusedRetriedAndEjected(t *testing.T) {
 	if st.Ejections < 1 || st.Retries < 1 {
 		t.Fatalf("stats = %+v: want the dead instance ejected after a retry", st)
 	}
-	if until := p.pool("web", "").current().eps[1].ejectedUntil.Load(); until < time.Now().UnixNano() {
+	if until := p.pool("web", "").current().all.eps[1].ejectedUntil.Load(); until < time.Now().UnixNano() {
 		t.Fatal("instance b is not ejected")
 	}
 }
@@ -290,7 +290,7 @@ func TestProxyEjectionBackoff(t *testing.T) {
 	cfg.BaseEjection = time.Second
 	cfg.MaxEjection = 3 * time.Second
 	p, _, s := policyPool(t, cfg, PolicyRoundRobin, 1, 1, 1, 1)
-	e := s.eps[0]
+	e := s.all.eps[0]
 	var lengths []time.Duration
 	for range 4 {
 		e.ejectedUntil.Store(0) // as if the last ejection ran out
@@ -343,7 +343,7 @@ func TestProxyMaxEjectionShare(t *testing.T) {
 			}
 			ejected := 0
 			now := time.Now().UnixNano()
-			for _, e := range p.pool("web", "").current().eps {
+			for _, e := range p.pool("web", "").current().all.eps {
 				if e.ejectedUntil.Load() > now {
 					ejected++
 				}

@@ -69,7 +69,6 @@ func (p *Proxy) RemoveUpstream(addr string) {
 // serveTCP accepts connections of one upstream until its listener closes.
 func (p *Proxy) serveTCP(u *tcpUpstream) {
 	defer p.wg.Done()
-	pl := p.ensurePool(u.service, "")
 	for {
 		conn, err := u.ln.Accept()
 		if err != nil {
@@ -85,8 +84,12 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			defer u.sessions.end(conn)
 			defer conn.Close()
 			p.metrics.connections.Add(1)
+			// Each connection takes the service's splitter and resolver
+			// as they are when it arrives.
+			d := p.decideTCP(u.service)
+			pl := d.pool
 			pl.stats.connections.Add(1)
-			up, e, err := p.connectAs(pl, u.service, "", clientIP(conn.RemoteAddr().String()), u.identity)
+			up, e, err := p.connectAs(pl, pl.service, "", clientIP(conn.RemoteAddr().String()), u.identity)
 			if err != nil {
 				p.metrics.errors.Add(1)
 				pl.stats.errors.Add(1)
@@ -142,6 +145,8 @@ func (x *tcpExchange) try(e *endpoint, _ time.Time) (int, error) {
 func (x *tcpExchange) bodyTouched() bool { return false }
 
 func (x *tcpExchange) replayable() bool { return false }
+
+func (x *tcpExchange) discard() {} // a connection has no answer to retry
 
 // pipe copies both ways until both sides are done, passing half-closes on:
 // when one side stops sending, the other side's write half is closed. On

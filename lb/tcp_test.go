@@ -149,7 +149,7 @@ func TestTCPUpstreamRoundRobin(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "in-flight counts back to zero", func() bool {
-		for _, e := range p.pool("web", "").current().eps {
+		for _, e := range p.pool("web", "").current().all.eps {
 			if e.inflight.Load() != 0 {
 				return false
 			}

@@ -1,5 +1,7 @@
 package lb
 
+import "time"
+
 // Instance is one service instance that may take traffic.
 type Instance struct {
 	// ID identifies the instance across view refreshes (node + service ID).
@@ -17,6 +19,12 @@ type Instance struct {
 	// Meta is the instance's metadata; "lb_policy" and "lb_hash_key" choose
 	// the balancing policy of the service.
 	Meta map[string]string
+	// Subsets names the resolver subsets of the service the instance is in
+	// (Target.Subset).
+	Subsets []string
+	// Node is the name of the instance's node, for distances
+	// (Config.Distances); Zone is that node's zone, "" if it has none.
+	Node, Zone string
 }
 
 // View is the proxy's window on the catalog.
@@ -33,4 +41,12 @@ type Instance struct {
 type View interface {
 	Generation(service string) uint64
 	Instances(service string) []Instance
+}
+
+// Distances estimates round-trip times from this node to others.
+type Distances interface {
+	// RTTs returns the estimated round-trip time to every node there is an
+	// estimate for, by node name. The proxy calls it about once a second,
+	// off the request path; the map is the proxy's.
+	RTTs() map[string]time.Duration
 }

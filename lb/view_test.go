@@ -77,8 +77,8 @@ func TestPoolFollowsView(t *testing.T) {
 	p := newTestProxy(t, testConfig(), v)
 	pl := p.pool("web", "")
 	s1 := pl.current()
-	if len(s1.eps) != 2 {
-		t.Fatalf("endpoints = %d, want 2", len(s1.eps))
+	if len(s1.all.eps) != 2 {
+		t.Fatalf("endpoints = %d, want 2", len(s1.all.eps))
 	}
 	if pl.current() != s1 {
 		t.Fatal("snapshot rebuilt without a generation change")
@@ -87,7 +87,7 @@ func TestPoolFollowsView(t *testing.T) {
 	if pl.current() != s1 {
 		t.Fatal("snapshot of web rebuilt for a change to db")
 	}
-	a := s1.eps[0]
+	a := s1.all.eps[0]
 	a.inflight.Store(7)
 
 	v.Set("web", inst("a", "127.0.0.1:1"), inst("c", "127.0.0.1:3"))
@@ -95,27 +95,27 @@ func TestPoolFollowsView(t *testing.T) {
 	if s2 == s1 {
 		t.Fatal("snapshot not rebuilt after a generation change")
 	}
-	if ids := epIDs(s2.eps); !slices.Equal(ids, []string{"a", "c"}) {
+	if ids := epIDs(s2.all.eps); !slices.Equal(ids, []string{"a", "c"}) {
 		t.Fatalf("endpoints = %v, want [a c]", ids)
 	}
-	if s2.eps[0] != a || a.inflight.Load() != 7 {
+	if s2.all.eps[0] != a || a.inflight.Load() != 7 {
 		t.Fatal("endpoint a lost its state across a refresh")
 	}
 
 	// Same ID, new address: a new endpoint, fresh state.
 	v.Set("web", inst("a", "127.0.0.1:9"))
 	s3 := pl.current()
-	if s3.eps[0] == a || s3.eps[0].inflight.Load() != 0 || s3.eps[0].addr != "127.0.0.1:9" {
+	if s3.all.eps[0] == a || s3.all.eps[0].inflight.Load() != 0 || s3.all.eps[0].addr != "127.0.0.1:9" {
 		t.Fatal("endpoint kept across an address change")
 	}
 
 	// Duplicates and instances without an address are dropped; weight < 1 is 1.
 	v.Set("web", inst("a", "127.0.0.1:9"), inst("a", "127.0.0.1:9"), Instance{ID: "x"}, Instance{ID: "z", Addr: "127.0.0.1:4", Weight: -3})
 	s4 := pl.current()
-	if ids := epIDs(s4.eps); !slices.Equal(ids, []string{"a", "z"}) {
+	if ids := epIDs(s4.all.eps); !slices.Equal(ids, []string{"a", "z"}) {
 		t.Fatalf("endpoints = %v, want [a z]", ids)
 	}
-	if w := s4.eps[1].weight.Load(); w != 1 {
+	if w := s4.all.eps[1].weight.Load(); w != 1 {
 		t.Fatalf("weight = %d, want 1", w)
 	}
 }

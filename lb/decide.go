@@ -1,0 +1,189 @@
+package lb
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+)
+
+// decision is where the traffic policy sends one request or connection:
+// the route that matched, the split leg drawn, and the pool of the target
+// that leg resolved to (its own, or a failover's). Without a traffic
+// policy only pool is set.
+type decision struct {
+	route *rule
+	leg   *leg
+	pool  *pool
+}
+
+// decide draws a leg of rt and resolves its target.
+func (p *Proxy) decide(rt *rule) decision {
+	lg := rt.pick()
+	return decision{route: rt, leg: lg, pool: p.resolve(lg.target)}
+}
+
+// resolve returns the pool of tg, or of the first of its failover targets
+// that has an instance that may take traffic while tg has none.
+func (p *Proxy) resolve(tg *target) *pool {
+	pl := p.targetPool(tg)
+	if len(tg.failover) == 0 || len(pl.current().all.eps) > 0 {
+		return pl
+	}
+	for _, f := range tg.failover {
+		if fp := p.targetPool(f); len(fp.current().all.eps) > 0 {
+			return fp
+		}
+	}
+	return pl
+}
+
+// decideTCP applies the traffic policy of a service to a connection: its
+// splitter and resolver (routes are HTTP's).
+func (p *Proxy) decideTCP(service string) decision {
+	if ch := p.table.Load().chainOf(service); ch != nil {
+		return p.decide(ch.def)
+	}
+	return decision{pool: p.ensurePool(service, "", "")}
+}
+
+// applyFast changes an HTTP/1 request as the decision says: the path
+// prefix rewritten, then the route's header changes and the leg's. buf is
+// scratch space, returned for reuse.
+func (d *decision) applyFast(req *fasthttp.Request, buf []byte) []byte {
+	rt := d.route
+	if rt.hasRewrite {
+		uri := req.URI()
+		path := uri.PathOriginal()
+		keep := 0 // bytes of the path after the matched part
+		if rt.match.PathPrefix != "" {
+			keep = len(path) - len(rt.match.PathPrefix)
+		}
+		buf = append(append(buf[:0], rt.rewrite...), path[len(path)-keep:]...)
+		uri.SetPathBytes(buf)
+	}
+	rt.reqOps.applyFastRequest(&req.Header)
+	d.leg.reqOps.applyFastRequest(&req.Header)
+	return buf
+}
+
+func (o *headerOps) applyFastRequest(h *fasthttp.RequestHeader) {
+	if o == nil {
+		return
+	}
+	for _, name := range o.remove {
+		delHeaderFold(h, name)
+	}
+	for _, kv := range o.set {
+		delHeaderFold(h, kv[0])
+		h.Set(kv[0], kv[1])
+	}
+	for _, kv := range o.add {
+		h.Add(kv[0], kv[1])
+	}
+}
+
+func (o *headerOps) applyFastResponse(h *fasthttp.ResponseHeader) {
+	if o == nil {
+		return
+	}
+	for _, name := range o.remove {
+		h.Del(name)
+	}
+	for _, kv := range o.set {
+		h.Set(kv[0], kv[1])
+	}
+	for _, kv := range o.add {
+		h.Add(kv[0], kv[1])
+	}
+}
+
+// delHeaderFold deletes a request header whatever the case the client
+// sent its name in (see peekHeader).
+func delHeaderFold(h *fasthttp.RequestHeader, name string) {
+	h.Del(name)
+	for {
+		found := false
+		for k := range h.All() {
+			if len(k) == len(name) && strings.EqualFold(unsafeString(k), name) {
+				h.DelBytes(k)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return
+		}
+	}
+}
+
+func (o *headerOps) applyStd(h http.Header) {
+	if o == nil {
+		return
+	}
+	for _, name := range o.remove {
+		h.Del(name)
+	}
+	for _, kv := range o.set {
+		h.Set(kv[0], kv[1])
+	}
+	for _, kv := range o.add {
+		h.Add(kv[0], kv[1])
+	}
+}
+
+// debugInstance and debugRoute are the opt-in answer headers naming what
+// served a request (Config.DebugHeaders).
+const (
+	debugInstance = "X-Shoal-Instance"
+	debugRoute    = "X-Shoal-Route"
+)
+
+// debugRouteValue describes the decision: "route=1 target=web/v2 zone=b".
+func debugRouteValue(e *endpoint, d *decision) string {
+	var b strings.Builder
+	if d.route != nil {
+		b.WriteString("route=")
+		b.WriteString(d.route.name)
+		b.WriteByte(' ')
+	}
+	b.WriteString("target=")
+	b.WriteString(Target{d.pool.service, d.pool.subset}.String())
+	if e.zone != "" {
+		b.WriteString(" zone=")
+		b.WriteString(e.zone)
+	}
+	return b.String()
+}
+
+func setDebugHeaders(h *fasthttp.ResponseHeader, e *endpoint, d decision) {
+	h.Set(debugInstance, e.id)
+	h.Set(debugRoute, debugRouteValue(e, &d))
+}
+
+// applyStd changes an h2c request as the decision says (see applyFast).
+func (d *decision) applyStd(req *http.Request) {
+	rt := d.route
+	if rt.hasRewrite {
+		path := (&stdRequest{r: req}).path()
+		keep := 0
+		if rt.match.PathPrefix != "" {
+			keep = len(path) - len(rt.match.PathPrefix)
+		}
+		rewritten := rt.rewrite + path[len(path)-keep:]
+		u := *req.URL
+		u.RawPath = ""
+		if p, err := url.PathUnescape(rewritten); err == nil {
+			u.Path = p
+			if u.EscapedPath() != rewritten {
+				u.RawPath = rewritten
+			}
+		} else {
+			u.Path = rewritten
+		}
+		req.URL = &u
+	}
+	rt.reqOps.applyStd(req.Header)
+	d.leg.reqOps.applyStd(req.Header)
+}
