@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
@@ -41,6 +42,8 @@ type Agent struct {
 	// decides mesh connections from them.
 	config     *configStore
 	intentions *intentions
+	traffic    *traffic    // the traffic entries compiled for the proxy
+	gossiping  atomic.Bool // the cluster has started
 	// reloadMu serializes reloads.
 	reloadMu sync.Mutex
 	// sidecars are the open sidecar upstream listeners, by address.
@@ -144,7 +147,8 @@ func (a *Agent) Start() (err error) {
 		return fmt.Errorf("load config entries: %w", err)
 	}
 	a.intentions = &intentions{cluster: a.cluster, defaultAllow: a.cfg.DefaultIntention != actionDeny}
-	view := lbView{cat: a.cluster.Catalog(), defaults: newServiceDefaultsView(a.cluster)}
+	a.traffic = newTraffic(a.cluster, a.log)
+	view := lbView{cat: a.cluster.Catalog(), traffic: a.traffic}
 	if a.ids != nil {
 		a.mesh = newMesh(a.ids, a.cluster.Catalog(), a.intentions, a.cfg.NodeName, a.baseLog())
 		view.local, view.mesh = a.cfg.NodeName, true
@@ -154,16 +158,20 @@ func (a *Agent) Start() (err error) {
 	if a.cfg.Proxy.HTTPAddr != "" || len(a.cfg.Proxy.Upstreams) > 0 {
 		pcfg := a.cfg.Proxy
 		pcfg.Logger = a.cfg.Logger
+		pcfg.Zone = a.cfg.Zone
+		pcfg.Distances = coordinateDistances{cluster: a.cluster, self: a.cfg.NodeName, started: &a.gossiping}
 		if a.mesh != nil {
 			pcfg.Mesh = a.mesh
 		}
 		if a.proxy, err = lb.New(pcfg, view); err == nil {
+			a.traffic.proxy = a.proxy
 			err = a.proxy.Start()
 		}
 		if err != nil {
 			return err
 		}
 	}
+	a.traffic.refresh() // the entries loaded from the data dir
 	// The local catalog is published before gossip starts, so that the
 	// first tags peers see carry its version and floor: a restart with a
 	// wiped data dir is then recognized at once, never shown alive with
@@ -184,6 +192,7 @@ func (a *Agent) Start() (err error) {
 	if err = a.reg.bump(); err == nil {
 		err = a.cluster.Start()
 	}
+	a.gossiping.Store(err == nil)
 	if err != nil {
 		a.checks.shutdown()
 		a.cluster.Shutdown()
@@ -208,7 +217,7 @@ func (a *Agent) Start() (err error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		onChange := []func(){view.defaults.refresh}
+		onChange := []func(){a.traffic.refresh}
 		if a.mesh != nil {
 			onChange = append(onChange, a.mesh.recheck)
 		}

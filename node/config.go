@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -54,6 +55,10 @@ type Config struct {
 	// data dir holds a keyring (saved at first start and after every
 	// rotation), the keyring wins and Encrypt is ignored.
 	Encrypt string
+	// Zone is this node's zone (an availability zone, a rack): published in
+	// its gossip tags; the proxy prefers instances in its own zone (see
+	// lb/locality.go). Empty: none.
+	Zone string
 	// NodeMeta is this node's meta, Consul's NodeMeta: shown by the catalog
 	// and selected by ?node-meta=. It travels in the gossip tags, so it is
 	// small: see validateNodeMeta.
@@ -81,6 +86,9 @@ type Config struct {
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 }
+
+// zoneRe is what a zone name may be.
+var zoneRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
@@ -150,6 +158,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("datacenter %q must be letters, digits, '-' or '_'", c.Datacenter))
 	}
 	errs = append(errs, validateNodeMeta(c.NodeMeta)...)
+	if c.Zone != "" && (len(c.Zone) > 64 || !zoneRe.MatchString(c.Zone)) {
+		errs = append(errs, fmt.Errorf("zone %q: want 1-64 letters, digits, '-', '_' or '.'", c.Zone))
+	}
 	if set := btoi(c.CAFile != "") + btoi(c.NodeCertFile != "") + btoi(c.NodeKeyFile != ""); set != 0 && set != 3 {
 		errs = append(errs, errors.New("ca-file, node-cert-file and node-key-file go together: give all three or none"))
 	}
@@ -222,6 +233,9 @@ func (c *Config) gossipConfig(nodeID, httpAddr, snapshot string) gossip.Config {
 	g.Tags = map[string]string{gossip.TagHTTP: httpAddr, gossip.TagBuild: Version}
 	for k, v := range c.NodeMeta {
 		g.Tags[gossip.TagMetaPrefix+k] = v
+	}
+	if c.Zone != "" {
+		g.Tags[tagZone] = c.Zone
 	}
 	if c.Encrypt != "" {
 		g.Keys = []string{c.Encrypt}

@@ -32,11 +32,14 @@ const (
 var configKinds = map[string]func() configEntry{
 	kindServiceDefaults:   func() configEntry { return new(serviceDefaults) },
 	kindServiceIntentions: func() configEntry { return new(serviceIntentions) },
+	kindServiceResolver:   func() configEntry { return new(serviceResolver) },
+	kindServiceSplitter:   func() configEntry { return new(serviceSplitter) },
+	kindServiceRouter:     func() configEntry { return new(serviceRouter) },
 }
 
 // errUnsupportedKind is the reason a kind Shoal does not store is refused.
 func errUnsupportedKind(kind string) error {
-	return fmt.Errorf("Kind %q is not supported (supported: %s, %s)", kind, kindServiceDefaults, kindServiceIntentions)
+	return fmt.Errorf("Kind %q is not supported (supported: %s)", kind, strings.Join(sortedKeys(configKinds), ", "))
 }
 
 // configEntry is what every kind's type implements.
@@ -210,6 +213,10 @@ func (s *api) putConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Invalid config entry: %v", err)
 		return
 	}
+	if err := s.a.traffic.check(func(set *entrySet) { set.put(e) }); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid config entry: %v", err)
+		return
+	}
 	s.writeEntry(w, r, e, cas)
 }
 
@@ -280,6 +287,10 @@ func (s *api) deleteConfig(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := validateName(name); err != nil && name != "*" {
 		writeError(w, http.StatusBadRequest, "Invalid config entry name: %v", err)
+		return
+	}
+	if err := s.a.traffic.check(func(set *entrySet) { set.remove(kind, name) }); err != nil {
+		writeError(w, http.StatusBadRequest, "Cannot delete %s %s: %v", kind, name, err)
 		return
 	}
 	deleted, err := s.a.config.delete(kind, name, cas)

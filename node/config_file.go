@@ -51,6 +51,10 @@ type FileConfig struct {
 	LBPolicies map[string]string `hcl:"lb_policies"`
 	// NodeMeta is Config.NodeMeta, as --node-meta.
 	NodeMeta map[string]string `hcl:"node_meta"`
+	// Zone is Config.Zone, as --zone.
+	Zone *string `hcl:"zone"`
+	// ProxyDebugHeaders is Proxy.DebugHeaders, as --proxy-debug-headers.
+	ProxyDebugHeaders *bool `hcl:"proxy_debug_headers"`
 	// The node PKI (see Config.CAFile).
 	CAFile       *string `hcl:"ca_file"`
 	NodeCertFile *string `hcl:"node_cert_file"`
@@ -65,7 +69,7 @@ var knownFileKeys = []string{"dev", "node_name", "datacenter", "bind_addr", "adv
 	"proxy_addr", "upstreams", "lb_policy", "lb_policies", "encrypt", "dns_addr", "dns_domain", "dns_ttl",
 	"http_token", "http_token_reads", "http_allowed_hosts", "http_max_conns_per_client", "http_tls_cert", "http_tls_key", "node_meta",
 	"ca_file", "node_cert_file", "node_key_file", "leaf_ttl",
-	"default_intention"}
+	"default_intention", "zone", "proxy_debug_headers"}
 
 // LoadConfigFile reads a configuration file. Unknown keys are an error, so a
 // typo never goes unnoticed.
@@ -124,6 +128,10 @@ func (fc *FileConfig) Apply(c *Config) error {
 	set(&c.NodeCertFile, fc.NodeCertFile)
 	set(&c.NodeKeyFile, fc.NodeKeyFile)
 	set(&c.DefaultIntention, fc.DefaultIntention)
+	set(&c.Zone, fc.Zone)
+	if fc.ProxyDebugHeaders != nil {
+		c.Proxy.DebugHeaders = *fc.ProxyDebugHeaders
+	}
 	if fc.LeafTTL != nil {
 		d, err := time.ParseDuration(*fc.LeafTTL)
 		if err != nil {

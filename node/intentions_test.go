@@ -100,7 +100,7 @@ func TestConfigHostileInput(t *testing.T) {
 		{"PUT", "/v1/config", `{`},
 		{"PUT", "/v1/config", `[]`},
 		{"PUT", "/v1/config", `{"Name":"web"}`},
-		{"PUT", "/v1/config", `{"Kind":"service-router","Name":"web"}`},
+		{"PUT", "/v1/config", `{"Kind":"proxy-defaults","Name":"global"}`},
 		{"PUT", "/v1/config", `{"Kind":"service-defaults"}`},
 		{"PUT", "/v1/config", `{"Kind":"service-defaults","Name":"../etc"}`},
 		{"PUT", "/v1/config", `{"Kind":"service-defaults","Name":"web","Protocol":"smtp"}`},

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-mesh/shoal/gossip"
+	"github.com/shoal-mesh/shoal/lb"
 )
 
 // agentCollector exports an agent's state to Prometheus, read at scrape
@@ -20,13 +23,27 @@ type agentCollector struct {
 	deltasRefused, meshRefused, meshConns, meshActive         *prometheus.Desc
 	leaves, nodeCertExpiry, meshForwarded                     *prometheus.Desc
 	meshIntentions, entriesRefused, configEntries             *prometheus.Desc
+	// The traffic policy's decisions: requests, retries and timeouts by
+	// route, subset and zone.
+	routeDecisions, subsetDecisions, zoneDecisions [3]*prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("shoal_"+name, help, labels, nil)
 	}
+	decisions := func(what, label, help string) (out [3]*prometheus.Desc) {
+		for i, kind := range []string{"requests", "retries", "timeouts"} {
+			out[i] = d(fmt.Sprintf("proxy_%s_%s_total", what, kind), fmt.Sprintf(help, kind), "service", label)
+		}
+		return out
+	}
 	return &agentCollector{
+		routeDecisions: decisions("route", "route",
+			"Proxied %s by the service-router route that took them (0, 1, … in the router's order; default: none matched)."),
+		subsetDecisions: decisions("subset", "subset", "Proxied %s by the service-resolver subset they were sent to."),
+		zoneDecisions: decisions("zone", "zone",
+			"Proxied %s by the zone of the instance that took them (\"\": a node without a zone)."),
 		a:         a,
 		info:      d("agent_info", "Always 1; the labels describe the agent.", "node", "datacenter", "version"),
 		members:   d("members", "Cluster members by gossip status, as this agent sees them.", "status"),
@@ -80,6 +97,11 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.meshIntentions, c.entriesRefused, c.configEntries,
 	} {
 		ch <- d
+	}
+	for _, set := range [][3]*prometheus.Desc{c.routeDecisions, c.subsetDecisions, c.zoneDecisions} {
+		for _, d := range set {
+			ch <- d
+		}
 	}
 }
 
@@ -138,7 +160,10 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range sortedKeys(st.EntriesRefused) {
 		counter(c.entriesRefused, st.EntriesRefused[reason], reason)
 	}
-	kinds := map[string]int{kindServiceDefaults: 0, kindServiceIntentions: 0}
+	kinds := map[string]int{}
+	for kind := range configKinds {
+		kinds[kind] = 0
+	}
 	for _, e := range a.cluster.Entries("") {
 		kinds[e.Kind]++
 	}
@@ -180,6 +205,15 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.proxyConns, s.Connections, s.Service)
 			ch <- prometheus.MustNewConstHistogram(c.proxyLatency,
 				s.Latency.Count, s.Latency.Sum.Seconds(), s.Latency.Cumulative(), s.Service)
+		}
+		for set, stats := range map[*[3]*prometheus.Desc][]lb.DecisionStats{
+			&c.routeDecisions: a.proxy.RouteStats(), &c.subsetDecisions: a.proxy.SubsetStats(), &c.zoneDecisions: a.proxy.ZoneStats(),
+		} {
+			for _, s := range stats {
+				counter(set[0], s.Requests, s.Service, s.Name)
+				counter(set[1], s.Retries, s.Service, s.Name)
+				counter(set[2], s.Timeouts, s.Service, s.Name)
+			}
 		}
 		o := a.proxy.Overhead()
 		ch <- prometheus.MustNewConstHistogram(c.proxyOverhead, o.Count, o.Sum.Seconds(), o.Cumulative())

@@ -52,6 +52,18 @@ func unknownFields(raw json.RawMessage, t reflect.Type, path string) error {
 			}
 		}
 		return nil
+	case reflect.Map:
+		// A map's keys are data; its values are checked like fields.
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return nil
+		}
+		for _, key := range slices.Sorted(maps.Keys(obj)) {
+			if err := unknownFields(obj[key], t.Elem(), fmt.Sprintf("%s[%s]", path, key)); err != nil {
+				return err
+			}
+		}
+		return nil
 	case reflect.Struct:
 	default:
 		return nil

@@ -1,11 +1,10 @@
 package node
 
 import (
-	"encoding/json"
-	"maps"
 	"net"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
 	"github.com/shoal-mesh/shoal/lb"
@@ -14,73 +13,36 @@ import (
 // lbView shows the proxy the instances of the replicated catalog that may
 // take traffic: passing ones with their passing weight, warning ones with
 // their warning weight (0 takes them out), none that are critical, in
-// maintenance, or on a node that is not alive.
+// maintenance, or on a node that is not alive. Each instance carries its
+// node's zone and the resolver subsets it is in.
 type lbView struct {
 	cat *gossip.Catalog
 	// With mesh, instances of nodes other than local are reached through
 	// their agents (lb.Instance.Via).
 	local string
 	mesh  bool
-	// defaults holds the service-defaults entries; nil: none apply.
-	defaults *serviceDefaultsView
+	// traffic holds the resolvers' subsets; nil: none.
+	traffic *traffic
 }
 
-// serviceDefaultsView shows the proxy the balancing policy service-defaults
-// entries set, as a snapshot swapped at every change of the entries, so
-// that the request path reads it without a lock.
-type serviceDefaultsView struct {
-	cluster *gossip.Cluster
-	// gen moves at every change, so that every pool rebuilds.
-	gen      atomic.Uint64
-	policies atomic.Pointer[map[string]string] // service → policy
-}
-
-func newServiceDefaultsView(c *gossip.Cluster) *serviceDefaultsView {
-	v := &serviceDefaultsView{cluster: c}
-	v.refresh()
-	return v
-}
-
-// refresh takes the current entries.
-func (v *serviceDefaultsView) refresh() {
-	policies := map[string]string{}
-	for _, e := range v.cluster.Entries(kindServiceDefaults) {
-		var sd serviceDefaults
-		if json.Unmarshal(e.Body, &sd) == nil && sd.LoadBalancer != nil && sd.LoadBalancer.Policy != "" {
-			policies[sd.Name] = sd.LoadBalancer.Policy
-		}
-	}
-	v.policies.Store(&policies)
-	v.gen.Add(1)
-}
-
-func (v *serviceDefaultsView) generation() uint64 {
-	if v == nil {
-		return 0
-	}
-	return v.gen.Load()
-}
-
-func (v *serviceDefaultsView) policy(service string) string {
-	if v == nil {
-		return ""
-	}
-	return (*v.policies.Load())[service]
-}
+// tagZone is the serf tag that carries a node's zone (--zone).
+const tagZone = "zone"
 
 // Generation implements lb.View: the service's own generation in the
-// catalog, which no other service's change moves.
+// catalog, which no other service's change moves, plus the traffic
+// policy's, which moves the subsets.
 func (v lbView) Generation(service string) uint64 {
-	return v.cat.ServiceGeneration(service) + v.defaults.generation()
+	return v.cat.ServiceGeneration(service) + v.traffic.generation()
 }
 
 // Instances implements lb.View.
 func (v lbView) Instances(service string) []lb.Instance {
 	var out []lb.Instance
-	policy := v.defaults.policy(service)
+	subsets := v.traffic.subsets(service)
 	for _, in := range v.cat.Instances(service) {
 		var weight int
-		switch in.Status() {
+		status := in.Status()
+		switch status {
 		case gossip.StatusPassing:
 			weight = in.Service.Weights.Passing
 		case gossip.StatusWarning:
@@ -99,15 +61,20 @@ func (v lbView) Instances(service string) []lb.Instance {
 			Weight: weight,
 			Tags:   in.Service.Tags,
 			Meta:   in.Service.Meta,
+			Node:   in.Node.Name,
+			Zone:   in.Node.Tags[tagZone],
 		}
-		if policy != "" {
-			// The cluster-wide service-defaults entry wins over the
-			// instance's own Meta.lb_policy.
-			li.Meta = maps.Clone(li.Meta)
-			if li.Meta == nil {
-				li.Meta = map[string]string{}
+		if len(subsets) > 0 {
+			entry := ServiceEntry{
+				Node:    catalogNode(in.Node),
+				Service: agentService(in.Service, in.Node.Datacenter(), in.Version),
+				Checks:  instanceChecks(in),
 			}
-			li.Meta["lb_policy"] = policy
+			for _, sub := range subsets {
+				if (!sub.onlyPassing || status == gossip.StatusPassing) && sub.filter.match(entry) {
+					li.Subsets = append(li.Subsets, sub.name)
+				}
+			}
 		}
 		if v.mesh && in.Node.Name != v.local {
 			if li.Via = in.Node.RPCAddr(); li.Via == "" {
@@ -120,3 +87,34 @@ func (v lbView) Instances(service string) []lb.Instance {
 }
 
 var _ lb.View = lbView{}
+
+// coordinateDistances estimates round-trip times to other nodes from the
+// network coordinates serf keeps (Vivaldi, fed by failure-detection
+// probes): no traffic of its own.
+type coordinateDistances struct {
+	cluster *gossip.Cluster
+	self    string
+	// started is set once the cluster runs: the proxy starts first.
+	started *atomic.Bool
+}
+
+// RTTs implements lb.Distances.
+func (d coordinateDistances) RTTs() map[string]time.Duration {
+	if !d.started.Load() {
+		return nil
+	}
+	coords := d.cluster.Coordinates()
+	own, ok := coords[d.self]
+	if !ok {
+		return nil
+	}
+	out := make(map[string]time.Duration, len(coords))
+	for name, c := range coords {
+		if rtt, err := own.DistanceTo(c); err == nil && rtt > 0 {
+			out[name] = rtt
+		}
+	}
+	return out
+}
+
+var _ lb.Distances = coordinateDistances{}

@@ -30,6 +30,7 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "advertise", Usage: "gossip `ADDR` host:port peers should use (default: derived from --bind)"},
 			&cli.StringFlag{Name: "rpc-addr", Usage: "catalog replication `ADDR` host:port, TCP (default: gossip host, gossip port + 1)"},
 			&cli.StringSliceFlag{Name: "join", Usage: "seed `ADDR` host:port to join; repeatable; retried with backoff"},
+			&cli.StringFlag{Name: "zone", Usage: "this node's `ZONE`: the proxy prefers instances in its own zone, spilling over when they are slower"},
 			&cli.StringSliceFlag{Name: "node-meta", Usage: "node meta `KEY=VALUE`, shown by the catalog and selected by ?node-meta=; repeatable"},
 			&cli.StringFlag{Name: "http-addr", Usage: "HTTP API `ADDR` host:port (default: 127.0.0.1:8500)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` for durable state; required unless --dev"},
@@ -50,7 +51,8 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "dns-domain", Usage: "service `DOMAIN` of DNS and the proxy: NAME.service.DOMAIN (default: shoal)"},
 			&cli.DurationFlag{Name: "dns-ttl", Usage: "TTL of DNS answers, whole seconds", DefaultText: "0s"},
 			&cli.StringSliceFlag{Name: "upstream", Usage: "TCP upstream `NAME=ADDR`: a local listener balancing over service NAME; repeatable"},
-			&cli.StringFlag{Name: "lb-policy", Usage: "default balancing `POLICY`: round_robin, random, least_request, ewma or hash (default: least_request)"},
+			&cli.StringFlag{Name: "lb-policy", Usage: "default balancing `POLICY`: round_robin, random, least_request, ewma, latency or hash (default: least_request)"},
+			&cli.BoolFlag{Name: "proxy-debug-headers", Usage: "add X-Shoal-Instance and X-Shoal-Route to proxied HTTP answers, naming what served them"},
 			&cli.DurationFlag{Name: "reap-after", Usage: "remove failed nodes and their services after `DURATION`", DefaultText: "72h"},
 			&cli.BoolFlag{Name: "enable-debug", Usage: "serve Go profiles under /debug/pprof/ on the HTTP API"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
@@ -98,7 +100,7 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 		"dns-addr": &cfg.DNSAddr, "dns-domain": &cfg.Domain,
 		"http-tls-cert": &cfg.HTTP.TLSCertFile, "http-tls-key": &cfg.HTTP.TLSKeyFile,
 		"ca-file": &cfg.CAFile, "node-cert-file": &cfg.NodeCertFile, "node-key-file": &cfg.NodeKeyFile,
-		"default-intention": &cfg.DefaultIntention,
+		"default-intention": &cfg.DefaultIntention, "zone": &cfg.Zone,
 	} {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
@@ -128,6 +130,9 @@ func agentConfig(c *cli.Context) (node.Config, string, bool, error) {
 	}
 	if c.IsSet("lb-policy") {
 		cfg.Proxy.Policy = c.String("lb-policy")
+	}
+	if c.IsSet("proxy-debug-headers") {
+		cfg.Proxy.DebugHeaders = c.Bool("proxy-debug-headers")
 	}
 	if c.IsSet("upstream") {
 		ups, err := node.ParseUpstreams(c.StringSlice("upstream"))

@@ -411,8 +411,14 @@ var listKeys = map[string]bool{
 }
 
 // userDataKeys are the fields whose keys are the user's data, not field
-// names: they are sent as written.
-var userDataKeys = map[string]bool{"Meta": true}
+// names: they are sent as written (Meta, and the header names of
+// RequestHeaders and ResponseHeaders).
+var userDataKeys = map[string]bool{"Meta": true, "Add": true, "Set": true}
+
+// namedObjectKeys are the fields that map the user's names to objects
+// (service-resolver's subsets and failovers by subset): the names are sent
+// as written, the objects normalized.
+var namedObjectKeys = map[string]bool{"Subsets": true, "Failover": true}
 
 // normalizeObject returns m as the agent reads entries: every key in
 // CamelCase (Consul's CLI takes snake_case too) and every object that HCL
@@ -433,6 +439,18 @@ func normalizeObject(m map[string]any) (map[string]any, error) {
 		given[ck] = k
 		if userDataKeys[ck] {
 			out[ck] = hclObject(ck, m[k])
+			continue
+		}
+		if obj, ok := hclObject(ck, m[k]).(map[string]any); ok && namedObjectKeys[ck] {
+			named := make(map[string]any, len(obj))
+			for name, v := range obj {
+				n, err := normalizeValue(name, v)
+				if err != nil {
+					return nil, fmt.Errorf("%s[%s]: %w", ck, name, err)
+				}
+				named[name] = n
+			}
+			out[ck] = named
 			continue
 		}
 		v, err := normalizeValue(ck, m[k])
