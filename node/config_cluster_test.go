@@ -282,3 +282,44 @@ func tombstone(a *Agent, name string) (gossip.Entry, bool) {
 	}
 	return gossip.Entry{}, false
 }
+
+// TestServiceDefaultsPolicyOnTheProxy: a service-defaults entry's
+// LoadBalancer.Policy, written on another agent, changes how this agent's
+// proxy balances, over the instances' own Meta.lb_policy; its delete
+// brings that back. Hash on the client's address sends every request of
+// one client to one instance; round robin spreads them.
+func TestServiceDefaultsPolicyOnTheProxy(t *testing.T) {
+	as := startAgents(t, 2)
+	for _, id := range []string{"web-a", "web-b"} {
+		_, port := backend(t, id)
+		registerDef(t, as[0], map[string]any{"ID": id, "Name": "web", "Address": "127.0.0.1", "Port": port,
+			"Meta": map[string]string{"lb_policy": "round_robin"}})
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	t.Cleanup(client.CloseIdleConnections)
+	spread := func() map[string]int {
+		seen := map[string]int{}
+		for range 20 {
+			code, body, err := proxyGet(client, as[0], "web", "/")
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("through the proxy: %d %q %v", code, body, err)
+			}
+			id, _, _ := strings.Cut(body, " ")
+			seen[id]++
+		}
+		return seen
+	}
+	if seen := spread(); len(seen) != 2 {
+		t.Fatalf("round robin from Meta.lb_policy reached %v, want both instances", seen)
+	}
+	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-defaults", "Name": "web", "LoadBalancer": map[string]any{"Policy": "hash"}})
+	var seen map[string]int
+	waitFor(t, 5*time.Second, "the hash policy on n0's proxy", func() bool {
+		seen = spread()
+		return len(seen) == 1
+	})
+	if code, body := do(t, as[1], "DELETE", "/v1/config/service-defaults/web", nil); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	waitFor(t, 5*time.Second, "round robin again after the delete", func() bool { return len(spread()) == 2 })
+}
