@@ -258,3 +258,51 @@ func TestSignedCatalogRefusesForgedPullReplies(t *testing.T) {
 		t.Fatal("the target applied a forged pull reply")
 	}
 }
+
+// TestSignedCatalogForgeryRefusedByEveryMember: a member that holds the
+// gossip key (every member here is sealed with it) pushes deltas for
+// another node's name to every other member, signed as itself or not at
+// all. Each member refuses each one and counts it; the owner, which never
+// takes a delta about itself, ignores them; none holds the forged service
+// and the owner's version stays where the owner put it.
+func TestSignedCatalogForgeryRefusedByEveryMember(t *testing.T) {
+	dir := &keyDir{}
+	cs := startClusterWith(t, 5, func(_ int, cfg *Config) {
+		cfg.Keys = []string{testKey(1)}
+		cfg.Attestor = &keyAttestor{self: cfg.NodeName, dir: dir}
+	})
+	owner, liar := cs[0], cs[1]
+	p := newPublisher(owner)
+	p.put(&Service{ID: "web-1", Name: "web", Port: 80})
+	waitEvery(t, cs, 5*time.Second, "node0's catalog everywhere", func(c *Cluster) bool {
+		return c.Catalog().Version("node0") == p.version
+	})
+	next := NextVersion(p.version, time.Now())
+	evil := Record{ID: "evil", Version: next, Service: &Service{ID: "evil", Name: "web", Port: 6666}}
+	signedByLiar := Delta{Owner: "node0", Version: next, Full: true, Records: []Record{evil}}
+	liarSigns(t, &signedByLiar, &keyAttestor{self: "node1", dir: dir})
+	unsigned := Delta{Owner: "node0", Since: p.version, Version: next, Records: []Record{evil}}
+
+	pushRaw(t, liar, owner, signedByLiar, unsigned)
+	for _, target := range cs[2:] {
+		before := target.Stats().Refused
+		pushRaw(t, liar, target, signedByLiar)
+		pushRaw(t, liar, target, unsigned)
+		after := target.Stats().Refused
+		if after[RefusedSignature] != before[RefusedSignature]+1 || after[RefusedUnsigned] != before[RefusedUnsigned]+1 {
+			t.Errorf("%s: refusals %v → %v, want one more signature and one more unsigned", target.cfg.NodeName, before, after)
+		}
+	}
+	// Give relays and anti-entropy time to spread anything that slipped.
+	pHolds(t, 3*owner.cfg.SyncInterval, "no member holding the forged service", func() bool {
+		for _, c := range cs {
+			if c == liar {
+				continue
+			}
+			if hasInstance(c, "web", "evil") || c.Catalog().Version("node0") != p.version {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -237,6 +237,13 @@ func writeStoreError(w http.ResponseWriter, kind, name string, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "Invalid config entry: %v", err)
 		return
 	}
+	if errors.Is(err, gossip.ErrEntryLimit) {
+		// The store's state, not the request, refuses it: deleting
+		// entries (once their tombstones are reaped) makes room.
+		writeError(w, http.StatusConflict, "config entry %s/%s not stored: %d config entries (tombstones included) are the most an agent holds",
+			kind, name, gossip.MaxEntries)
+		return
+	}
 	writeError(w, http.StatusInternalServerError, "write config entry %s/%s: %v", kind, name, err)
 }
 

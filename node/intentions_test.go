@@ -200,7 +200,9 @@ func TestIntentionsEnforcedThroughTheMesh(t *testing.T) {
 }
 
 // TestDefaultIntentionDeny: with default-intention deny, nothing passes
-// without an allowing intention, and a wildcard allow opens it.
+// without an allowing intention, HTTP through the shared proxy (403) and
+// TCP through a sidecar upstream (closed unanswered) alike, and a wildcard
+// allow opens both.
 func TestDefaultIntentionDeny(t *testing.T) {
 	p := newTestPKI(t, "mesh.test")
 	as := startAgentsWith(t, 2, func(i int, c *Config) {
@@ -209,11 +211,21 @@ func TestDefaultIntentionDeny(t *testing.T) {
 	})
 	_, port := backend(t, "db-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "db-1", "Name": "db", "Address": "127.0.0.1", "Port": port})
-	waitFor(t, 5*time.Second, "db seen by n0", visibleOn(t, as[0], "db", 1))
+	up := freePort(t)
+	registerDef(t, as[0], map[string]any{"ID": "web-1", "Name": "web", "Port": 1,
+		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
+			"Upstreams": []map[string]any{{"DestinationName": "db", "LocalBindPort": up}}}}}})
+	waitFor(t, 5*time.Second, "db seen by n0, web by n1", func() bool {
+		return visibleOn(t, as[0], "db", 1)() && visibleOn(t, as[1], "web", 1)()
+	})
 	client := &http.Client{}
 	code, body, err := proxyGet(client, as[0], "db", "/")
 	if err != nil || code != http.StatusForbidden || !strings.Contains(body, "default is deny") {
 		t.Fatalf("without intentions: %d %q %v, want 403 naming the default", code, body, err)
+	}
+	upstream := fmt.Sprintf("127.0.0.1:%d", up)
+	if line, err := upstreamProbe(upstream); err != nil || line != "" {
+		t.Fatalf("web's TCP upstream without intentions: %q %v, want the connection closed unanswered", line, err)
 	}
 	code, body = request(t, as[0], "PUT", "/v1/config", `{"Kind":"service-intentions","Name":"db","Sources":[{"Name":"*","Action":"allow"}]}`, nil)
 	if code != http.StatusOK {
@@ -223,4 +235,11 @@ func TestDefaultIntentionDeny(t *testing.T) {
 		code, _, err := proxyGet(client, as[0], "db", "/")
 		return err == nil && code == http.StatusOK
 	})
+	if line, err := upstreamProbe(upstream); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Errorf("web's TCP upstream after the wildcard allow: %q %v", line, err)
+	}
+	denied := as[1].mesh.denied.snapshot()
+	if denied[[2]string{"node:n0", "db"}] == 0 || denied[[2]string{"web", "db"}] == 0 {
+		t.Errorf("denials counted %v; want node:n0 and web, each to db", denied)
+	}
 }

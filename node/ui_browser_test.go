@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"fmt"
 	"image/png"
 	"net"
 	"net/http"
@@ -143,5 +144,90 @@ func TestStatusPageDeniedInChromium(t *testing.T) {
 	b.Open("http://" + a.HTTPAddr() + "/ui/?token=s3cret")
 	b.WaitText(10*time.Second, "the cluster", func(s string) bool {
 		return strings.Contains(s, "1 / 1") && strings.Contains(s, "alive") && strings.Contains(s, "live")
+	})
+}
+
+// TestStatusPageConfigInChromium: on an agent with the node PKI, the page
+// lists the intentions (source → destination, allow or deny, precedence)
+// and the config entries (kind, name, writer, ModifyIndex), says they are
+// enforced, and follows writes and deletes made on another agent without a
+// reload. A description is text, never markup.
+func TestStatusPageConfigInChromium(t *testing.T) {
+	if _, _, err := browsertest.Paths(); err != nil {
+		t.Skip(err)
+	}
+	p := newTestPKI(t, "mesh.test")
+	as := startMesh(t, p, 2)
+	putOK(t, as[1], "/v1/connect/intentions/exact?source=web&destination=db",
+		map[string]any{"Action": "deny", "Description": "<img src=x onerror=alert(1)>"})
+	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-defaults", "Name": "web", "Protocol": "http"})
+	waitFor(t, 5*time.Second, "both entries on n0", func() bool { return len(as[0].Cluster().Entries("")) == 2 })
+
+	b := browsertest.New(t, 1280, 1100)
+	b.Open("http://" + as[0].HTTPAddr() + "/ui/")
+	text := b.WaitText(15*time.Second, "the configuration", func(s string) bool {
+		return strings.Contains(s, "service-defaults") && strings.Contains(s, "service-intentions")
+	})
+	for _, want := range []string{"CONFIGURATION", "enforced by this agent", "the default is allow", "protocol http", "0 allow, 1 deny"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("page does not show %q:\n%s", want, text)
+		}
+	}
+	type row struct{ Source, Destination, Action, Precedence string }
+	intentions := func() []row {
+		var rows []row
+		b.Eval(`return [...document.querySelectorAll('#intentions tbody tr')].map(r => ({
+			Source: r.cells[0].innerText, Destination: r.cells[1].innerText,
+			Action: r.cells[2].innerText, Precedence: r.cells[3].innerText}))`, &rows)
+		return rows
+	}
+	if got := intentions(); len(got) != 1 || got[0] != (row{"web", "→ db", "deny", "9"}) {
+		t.Errorf("intentions table = %+v", got)
+	}
+	var imgs int
+	b.Eval(`return document.querySelectorAll('img').length`, &imgs)
+	if imgs != 0 || !strings.Contains(text, "<img src=x onerror=alert(1)>") {
+		t.Errorf("a description with markup became %d elements", imgs)
+	}
+	entry, _ := as[0].Cluster().Entry("service-defaults", "web")
+	var entries []string
+	b.Eval(`return [...document.querySelectorAll('#entries tbody tr')].map(r =>
+		[...r.cells].slice(0, 5).map(c => c.innerText).join('|'))`, &entries)
+	if len(entries) != 2 || entries[0] != fmt.Sprintf("service-defaults|web|protocol http|n1|%d", entry.Stamp) ||
+		!strings.HasPrefix(entries[1], "service-intentions|db|0 allow, 1 deny|n1|") {
+		t.Errorf("entries table = %q", entries)
+	}
+
+	// Live: an allow from a wildcard and the defaults' delete, written on
+	// n1, show without a reload.
+	b.Eval(`window.__sameDocument = true; return null`, nil)
+	putOK(t, as[1], "/v1/connect/intentions/exact?source=*&destination=db", map[string]any{"Action": "allow"})
+	if code, body := do(t, as[1], "DELETE", "/v1/config/service-defaults/web", nil); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	b.WaitText(15*time.Second, "the new intention and the delete", func(s string) bool {
+		return strings.Contains(s, "1 allow, 1 deny") && !strings.Contains(s, "service-defaults")
+	})
+	if got := intentions(); len(got) != 2 || got[0] != (row{"web", "→ db", "deny", "9"}) || got[1] != (row{"*", "→ db", "allow", "8"}) {
+		t.Errorf("intentions table after the write = %+v", got)
+	}
+	var same bool
+	b.Eval(`return window.__sameDocument === true`, &same)
+	if !same {
+		t.Error("the page reloaded to show the change")
+	}
+	path := filepath.Join(t.TempDir(), "status-page-config.png")
+	if dir := os.Getenv("SHOAL_SCREENSHOT_DIR"); dir != "" {
+		path = filepath.Join(dir, "status-page-config-test.png")
+	}
+	b.SaveScreenshot(path)
+	t.Logf("screenshot: %s", path)
+
+	// Every intention gone: the page says so instead of an empty table.
+	if code, body := do(t, as[1], "DELETE", "/v1/config/service-intentions/db", nil); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	b.WaitText(15*time.Second, "no intentions", func(s string) bool {
+		return strings.Contains(s, "No intentions") && strings.Contains(s, "No config entries")
 	})
 }

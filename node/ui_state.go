@@ -22,6 +22,9 @@ type UIState struct {
 	Members []UIMember
 	// Services is every service with its instances, ordered by name.
 	Services []UIService
+	// Config is the cluster-wide configuration: config entries and
+	// intentions.
+	Config UIConfig
 }
 
 // UIMember is one member of the cluster.
@@ -74,9 +77,33 @@ type UICheck struct {
 }
 
 // uiState answers the status page's data; it is a blocking query like the
-// catalog reads (?index=N&wait=D).
+// catalog reads (?index=N&wait=D), over the catalog and the config entries
+// at once: its index is the sum of their two local counters, so it grows
+// when either changes.
 func (s *api) uiState(w http.ResponseWriter, r *http.Request) {
-	s.blocking(w, r, func() any { return s.buildUIState() })
+	cat := s.a.cluster.Catalog()
+	state := func() (uint64, <-chan struct{}) {
+		catChanged := cat.Changed()
+		catIndex := cat.Index()
+		entriesIndex, entriesChanged := s.a.cluster.EntriesState()
+		return catIndex + entriesIndex, either(r.Context().Done(), catChanged, entriesChanged)
+	}
+	s.blockingOn(w, r, state, func() (any, error) { return s.buildUIState(), nil })
+}
+
+// either returns a channel closed when a or b is; its goroutine ends with
+// done (the request), so a wait that ends otherwise leaves nothing behind.
+func either(done <-chan struct{}, a, b <-chan struct{}) <-chan struct{} {
+	out := make(chan struct{})
+	go func() {
+		defer close(out)
+		select {
+		case <-a:
+		case <-b:
+		case <-done:
+		}
+	}()
+	return out
 }
 
 func (s *api) buildUIState() UIState {
@@ -87,6 +114,7 @@ func (s *api) buildUIState() UIState {
 		Version:    Version,
 		Members:    []UIMember{},
 		Services:   []UIService{},
+		Config:     s.buildUIConfig(),
 	}
 	owned := make(map[string]int)
 	byName := make(map[string]*UIService)

@@ -240,9 +240,10 @@ func (s *meshScenario) tlsBetweenHosts(t *testing.T) {
 }
 
 // outsiders: an agent with a node certificate of another CA (same trust
-// domain, another key) joins and registers web: h1 refuses its catalog,
-// and no request through h1 reaches its backend. An agent given another
-// node's certificate does not start.
+// domain, another key) joins and registers web: every host refuses its
+// catalog, no request through h1 reaches its backend, and a mesh
+// connection with its identity is refused. An agent given another node's
+// certificate does not start.
 func (s *meshScenario) outsiders(t *testing.T) {
 	c, h1 := s.c, s.h1
 	td := s.trustDomain(t)
@@ -253,6 +254,10 @@ func (s *meshScenario) outsiders(t *testing.T) {
 	out.extra = meshFlags(out)
 
 	refused0 := s.metric(t, h1, "shoal_catalog_deltas_refused_total")
+	refusedBefore := map[string]float64{}
+	for _, h := range s.hosts() {
+		refusedBefore[h.name] = s.metric(t, h, "shoal_catalog_deltas_refused_total")
+	}
 	load := s.startLoad(t)
 	out.startBackend()
 	out.startAgent()
@@ -291,6 +296,28 @@ func (s *meshScenario) outsiders(t *testing.T) {
 	}
 	if got, err := h1.passing("web"); err != nil || !nsSameSet(got, map[string]bool{"web-h2": true}) {
 		t.Errorf("h1's passing web = %v (err %v), want only web-h2", got, err)
+	}
+	// Not only h1: no host takes the outsider's catalog, every one refuses it.
+	for _, h := range s.hosts() {
+		v := s.metric(t, h, "shoal_catalog_deltas_refused_total")
+		got, err := h.catalog()
+		c.logf("RESULT outsiders: %s refused %.0f catalog deltas since the outsider started; holds outsider/web-outsider: %v (%v)",
+			h.name, v-refusedBefore[h.name], got["outsider/web-outsider"], err)
+		if err != nil || got["outsider/web-outsider"] {
+			t.Errorf("%s's catalog holds the outsider's web (err %v): %v", h.name, err, got)
+		}
+		if v <= refusedBefore[h.name] {
+			t.Errorf("%s refused no catalog delta of the outsider (%.0f before, %.0f now)", h.name, refusedBefore[h.name], v)
+		}
+	}
+	// And the outsider's own identity gets no mesh connection through.
+	certRefused0 := s.metric(t, s.h2, "shoal_mesh_refused_total", `reason="certificate"`)
+	answer := s.meshAsk(t, out, s.h2, "web-h2")
+	certRefused := s.metric(t, s.h2, "shoal_mesh_refused_total", `reason="certificate"`)
+	c.logf("RESULT outsiders: a mesh connection to h2 with the outsider's node identity was answered %q; h2's certificate refusals %.0f → %.0f",
+		answer, certRefused0, certRefused)
+	if !strings.HasPrefix(answer, "refused certificate:") || certRefused != certRefused0+1 {
+		t.Errorf("h2 answered the outsider's mesh connection %q, refusals %.0f → %.0f; want one refusal for its certificate", answer, certRefused0, certRefused)
 	}
 	out.signalAgent(syscall.SIGTERM)
 	nsPoll(t, 15*time.Second, 50*time.Millisecond, "the outsider to leave and exit", func() (bool, string) {
@@ -795,6 +822,39 @@ func (s *meshScenario) meshProbe(t *testing.T, via *nsHost, serviceID string, ro
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return served, strings.TrimSpace(string(body))
+}
+
+// meshAsk opens a mesh connection to via's catalog port with from's node
+// identity (its own CA file and node certificate), asks for serviceID and
+// returns via's one-line answer: "ok", or the refusal and its reason.
+func (s *meshScenario) meshAsk(t *testing.T, from, via *nsHost, serviceID string) string {
+	t.Helper()
+	d := meshDir(from)
+	b, err := pki.LoadBundle(filepath.Join(d, "ca.pem"), filepath.Join(d, "node.pem"), filepath.Join(d, "node-key.pem"), from.name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := b.IssueLeaf("", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
+		net.JoinHostPort(via.ip, strconv.Itoa(meshCatalogPort)), &tls.Config{
+			MinVersion: tls.VersionTLS13, NextProtos: []string{"shoal-mesh/1"},
+			Certificates:       []tls.Certificate{leaf.Cert},
+			InsecureSkipVerify: true, // what via serves is not the question here
+		})
+	if err != nil {
+		t.Fatalf("mesh handshake with %s as %s: %v", via.name, from.name, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "shoal-mesh/1 %s\n", serviceID)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil && line == "" {
+		return "closed: " + err.Error()
+	}
+	return strings.TrimSpace(line)
 }
 
 // Plaintext counters: rules in every host's namespace that count, and let

@@ -120,6 +120,7 @@ func TestLoadBundleRefuses(t *testing.T) {
 	past := newTestCA(t, testTD, now.Add(-2*nodeLife))
 	expired := past.node(t, "a", now.Add(-2*nodeLife))
 	future := newTestCA(t, testTD, now.Add(time.Hour))
+	early := ca.node(t, "a", now.Add(time.Hour)) // a good root, a node CA from the future
 	// A node CA without the name constraint, as another tool might make.
 	loose, looseKey := signCert(t, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "a"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
@@ -152,6 +153,7 @@ func TestLoadBundleRefuses(t *testing.T) {
 		{"root not yet valid", cat(ca.certPEM, future.certPEM), a.certPEM, a.keyPEM, "a", []string{"ca.pem", "certificate 2", "is not valid until"}},
 		{"node cert not PEM", ca.certPEM, []byte("junk"), a.keyPEM, "a", []string{"node certificate", "a.pem", "no PEM CERTIFICATE block"}},
 		{"node cert expired", cat(ca.certPEM, past.certPEM), expired.certPEM, expired.keyPEM, "a", []string{"node certificate a.pem", "expired on " + stamp(expired.cert.NotAfter), "it is now " + stamp(now)}},
+		{"node cert not yet valid", ca.certPEM, early.certPEM, early.keyPEM, "a", []string{"node certificate a.pem", "is not valid until"}},
 		{"node cert of another CA", ca.certPEM, otherCA.node(t, "a", now).certPEM, a.keyPEM, "a", []string{"node certificate a.pem does not chain to any root in CA file ca.pem"}},
 		{"node cert of another trust domain", ca.certPEM, otherTD.node(t, "a", now).certPEM, a.keyPEM, "a", []string{"node certificate a.pem", `is in trust domain "other.shoal", not "test.shoal"`}},
 		{"node cert of another node", ca.certPEM, ca.node(t, "b", now).certPEM, a.keyPEM, "a", []string{"node certificate a.pem", `is for "b", but this agent is "a"`}},

@@ -139,6 +139,7 @@
 
     renderMembers(s);
     renderServices(s);
+    renderConfig(s.Config);
     $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
   }
 
@@ -232,6 +233,63 @@
         body
       )
     );
+  }
+
+  // renderConfig shows the intentions in the order they are matched and
+  // the config entries by kind and name, and says whether this agent
+  // enforces the intentions at all.
+  function renderConfig(c) {
+    const def = el("strong", { text: c.DefaultIntention });
+    $("enforcement").replaceChildren(
+      ...(c.Enforced
+        ? ["Intentions are enforced by this agent on the mesh connections it receives; with no matching intention the default is ", def, "."]
+        : [
+            el("strong", { text: "Not enforced on this agent: " }),
+            "it runs without the node PKI (--ca-file), so it cannot verify callers. Intentions are stored and answered; the default is ",
+            def,
+            ".",
+          ])
+    );
+    $("enforcement").className = "note" + (c.Enforced ? "" : " warn");
+
+    const intentions = c.Intentions.map((i) =>
+      el(
+        "tr",
+        { "data-source": i.Source, "data-destination": i.Destination, "data-action": i.Action },
+        el("td", { class: "mono", text: i.Source }),
+        el("td", { class: "mono" }, el("span", { class: "muted", text: "\u2192 " }), i.Destination),
+        el("td", {}, pill(i.Action)),
+        el("td", { class: "n", text: String(i.Precedence) }),
+        el("td", { text: i.Description || "" }),
+        el("td", { class: "n mono", text: String(i.ModifyIndex) })
+      )
+    );
+    $("intentions").tBodies[0].replaceChildren(...intentions);
+    $("intentions").hidden = intentions.length === 0;
+    $("no-intentions").hidden = intentions.length > 0;
+
+    const entries = c.Entries.map((e) =>
+      el(
+        "tr",
+        { "data-kind": e.Kind, "data-name": e.Name },
+        el("td", { class: "mono", text: e.Kind }),
+        el("td", {}, el("strong", { text: e.Name })),
+        el("td", { text: e.Summary || "" }),
+        el("td", { text: e.Writer }),
+        el("td", { class: "n mono", text: String(e.ModifyIndex) }),
+        el("td", { class: "mono", text: stampTime(e.ModifyIndex) })
+      )
+    );
+    $("entries").tBodies[0].replaceChildren(...entries);
+    $("entries").hidden = entries.length === 0;
+    $("no-entries").hidden = entries.length > 0;
+  }
+
+  // stampTime reads the wall-clock time out of a write's stamp (a hybrid
+  // logical clock in microseconds since the epoch).
+  function stampTime(stamp) {
+    const d = new Date(Math.floor(stamp / 1000));
+    return isNaN(d.getTime()) ? "" : d.toLocaleString();
   }
 
   function checkLabel(c) {
