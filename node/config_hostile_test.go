@@ -65,9 +65,9 @@ func TestConfigHostileInputChangesNothing(t *testing.T) {
 		// Wrong kinds.
 		{"PUT", "/v1/config", `{"Kind":"proxy-defaults","Name":"global"}`, 400},
 		{"PUT", "/v1/config", `{"Kind":"","Name":"web"}`, 400},
-		{"GET", "/v1/config/service-router", "", 400},
-		{"GET", "/v1/config/service-router/web", "", 400},
-		{"DELETE", "/v1/config/service-router/web", "", 400},
+		{"GET", "/v1/config/proxy-defaults", "", 400},
+		{"GET", "/v1/config/proxy-defaults/global", "", 400},
+		{"DELETE", "/v1/config/proxy-defaults/global", "", 400},
 		{"DELETE", "/v1/config/SERVICE-INTENTIONS%00/db", "", 400},
 		// Path tricks.
 		{"DELETE", "/v1/config/service-defaults/..", "", 0},
