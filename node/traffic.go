@@ -123,9 +123,11 @@ type chainView struct {
 	Error string `json:",omitempty"`
 }
 
-// chains describes every compiled chain, ordered by service.
+// chains describes every chain as the current entries compile, ordered
+// by service: compiled afresh, so that a reader woken by a change of the
+// entries never sees the chains of before it.
 func (t *traffic) chains() []chainView {
-	tp := t.cur.Load()
+	tp := compileTraffic(t.entries())
 	var out []chainView
 	for _, service := range slices.Sorted(maps.Keys(tp.routing.Chains)) {
 		out = append(out, chainView{Service: service, Lines: describeChain(service, tp.routing.Chains[service], tp.routing.Targets)})

@@ -216,6 +216,15 @@ func TestStatusPageConfigInChromium(t *testing.T) {
 	if !same {
 		t.Error("the page reloaded to show the change")
 	}
+
+	// A resolver and a splitter: the compiled chain shows, live.
+	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-resolver", "Name": "web",
+		"Subsets": map[string]any{"v1": map[string]any{"Filter": "Service.Meta.version == v1"}, "v2": map[string]any{"Filter": "Service.Meta.version == v2"}}})
+	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-splitter", "Name": "web",
+		"Splits": []map[string]any{{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}}})
+	b.WaitText(15*time.Second, "the compiled chain of web", func(s string) bool {
+		return strings.Contains(s, "default → web/v1 90%, web/v2 10%")
+	})
 	path := filepath.Join(t.TempDir(), "status-page-config.png")
 	if dir := os.Getenv("SHOAL_SCREENSHOT_DIR"); dir != "" {
 		path = filepath.Join(dir, "status-page-config-test.png")
@@ -224,10 +233,12 @@ func TestStatusPageConfigInChromium(t *testing.T) {
 	t.Logf("screenshot: %s", path)
 
 	// Every intention gone: the page says so instead of an empty table.
-	if code, body := do(t, as[1], "DELETE", "/v1/config/service-intentions/db", nil); code != http.StatusOK {
-		t.Fatalf("delete: %d %s", code, body)
+	for _, path := range []string{"/v1/config/service-intentions/db", "/v1/config/service-splitter/web", "/v1/config/service-resolver/web"} {
+		if code, body := do(t, as[1], "DELETE", path, nil); code != http.StatusOK {
+			t.Fatalf("delete %s: %d %s", path, code, body)
+		}
 	}
 	b.WaitText(15*time.Second, "no intentions", func(s string) bool {
-		return strings.Contains(s, "No intentions") && strings.Contains(s, "No config entries")
+		return strings.Contains(s, "No intentions") && strings.Contains(s, "No config entries") && strings.Contains(s, "No routers, splitters or resolvers")
 	})
 }

@@ -19,6 +19,9 @@ type UIConfig struct {
 	// DefaultIntention is what applies when no intention matches: allow
 	// or deny.
 	DefaultIntention string
+	// Chains is the traffic policy the proxy applies, compiled from the
+	// routers, splitters and resolvers: one per service that has one.
+	Chains []chainView
 }
 
 // UIConfigEntry is one config entry.
@@ -56,6 +59,10 @@ func (s *api) buildUIConfig() UIConfig {
 		Intentions:       []UIIntention{},
 		Enforced:         s.a.ids != nil,
 		DefaultIntention: actionDeny,
+		Chains:           []chainView{},
+	}
+	if cs := s.a.traffic.chains(); cs != nil {
+		out.Chains = cs
 	}
 	if s.a.intentions.defaultAllow {
 		out.DefaultIntention = actionAllow
@@ -98,6 +105,37 @@ func entrySummary(v configEntry) string {
 			}
 		}
 		parts = append(parts, fmt.Sprintf("%d allow, %d deny", allow, deny))
+	case *serviceResolver:
+		if len(e.Subsets) > 0 {
+			parts = append(parts, "subsets "+strings.Join(sortedKeys(e.Subsets), " "))
+		}
+		if e.DefaultSubset != "" {
+			parts = append(parts, "default "+e.DefaultSubset)
+		}
+		if e.Redirect != nil {
+			parts = append(parts, "redirect")
+		}
+		if len(e.Failover) > 0 {
+			parts = append(parts, "failover")
+		}
+		if e.LoadBalancer != nil && e.LoadBalancer.Policy != "" {
+			parts = append(parts, "balancing "+e.LoadBalancer.Policy)
+		}
+	case *serviceSplitter:
+		var legs []string
+		for _, sp := range e.Splits {
+			t := sp.Service
+			if t == "" {
+				t = e.Name
+			}
+			if sp.ServiceSubset != "" {
+				t += "/" + sp.ServiceSubset
+			}
+			legs = append(legs, fmt.Sprintf("%s %g%%", t, sp.Weight))
+		}
+		parts = append(parts, strings.Join(legs, ", "))
+	case *serviceRouter:
+		parts = append(parts, fmt.Sprintf("%d routes", len(e.Routes)))
 	}
 	if len(v.header().Meta) > 0 {
 		parts = append(parts, fmt.Sprintf("%d meta", len(v.header().Meta)))

@@ -283,6 +283,21 @@
     $("entries").tBodies[0].replaceChildren(...entries);
     $("entries").hidden = entries.length === 0;
     $("no-entries").hidden = entries.length > 0;
+
+    // Each service's compiled chain: its routes in the order they are
+    // tried, then the default, or why it does not compile.
+    const chains = (c.Chains || []).map((ch) =>
+      el(
+        "div",
+        { class: "chain", "data-service": ch.Service },
+        el("strong", { text: ch.Service }),
+        ch.Error
+          ? el("p", { class: "note warn", text: "Does not compile, requests go straight to the service: " + ch.Error })
+          : el("pre", { class: "mono", text: (ch.Lines || []).join("\n") })
+      )
+    );
+    $("chains").replaceChildren(...chains);
+    $("no-chains").hidden = chains.length > 0;
   }
 
   // stampTime reads the wall-clock time out of a write's stamp (a hybrid
