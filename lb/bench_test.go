@@ -109,6 +109,12 @@ func BenchmarkProxyFastHTTP(b *testing.B) {
 	v := newFakeView()
 	v.Set("web", inst("a", be))
 	p := startProxy(b, testConfig(), v)
+	benchFastGET(b, p, "/", nil)
+}
+
+// benchFastGET sends GET uri with the given extra headers to service web
+// through the proxy, in parallel, with fasthttp's client.
+func benchFastGET(b *testing.B, p *Proxy, uri string, headers map[string]string) {
 	hc := &fasthttp.HostClient{Addr: p.HTTPAddr(), MaxConns: 1024}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -117,8 +123,11 @@ func BenchmarkProxyFastHTTP(b *testing.B) {
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
 		for pb.Next() {
-			req.SetRequestURI("/")
+			req.SetRequestURI(uri)
 			req.Header.SetHost("web")
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
 			if err := hc.Do(req, resp); err != nil {
 				b.Error(err)
 				return
@@ -196,27 +205,7 @@ func BenchmarkProxyFastHTTPRouted(b *testing.B) {
 	v.Set("web", a, c)
 	p := startProxy(b, testConfig(), v)
 	p.SetTable(mustTable(b, benchRouting(1)))
-	hc := &fasthttp.HostClient{Addr: p.HTTPAddr(), MaxConns: 1024}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		for pb.Next() {
-			req.SetRequestURI("/api/users")
-			req.Header.SetHost("web")
-			req.Header.Set("X-Canary", "0")
-			if err := hc.Do(req, resp); err != nil {
-				b.Error(err)
-				return
-			}
-			if resp.StatusCode() != fasthttp.StatusOK {
-				b.Errorf("status %d", resp.StatusCode())
-				return
-			}
-		}
-	})
+	benchFastGET(b, p, "/api/users", map[string]string{"X-Canary": "0"})
 }
 
 // benchRouting is a chain for "web" with n routes: route i takes the path

@@ -73,6 +73,8 @@ type call struct {
 	tried    []*endpoint
 
 	scratch []byte // header rewrites (X-Forwarded-For)
+
+	fx fastExchange // the HTTP/1 exchange, kept here to allocate nothing
 }
 
 var callPool = sync.Pool{New: func() any { return new(call) }}

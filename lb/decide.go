@@ -63,28 +63,21 @@ func (d *decision) applyFast(req *fasthttp.Request, buf []byte) []byte {
 		buf = append(append(buf[:0], rt.rewrite...), path[len(path)-keep:]...)
 		uri.SetPathBytes(buf)
 	}
-	rt.reqOps.applyFastRequest(&req.Header)
-	d.leg.reqOps.applyFastRequest(&req.Header)
+	rt.reqOps.apply(foldedRequestHeader{&req.Header})
+	d.leg.reqOps.apply(foldedRequestHeader{&req.Header})
 	return buf
 }
 
-func (o *headerOps) applyFastRequest(h *fasthttp.RequestHeader) {
-	if o == nil {
-		return
-	}
-	for _, name := range o.remove {
-		delHeaderFold(h, name)
-	}
-	for _, kv := range o.set {
-		delHeaderFold(h, kv[0])
-		h.Set(kv[0], kv[1])
-	}
-	for _, kv := range o.add {
-		h.Add(kv[0], kv[1])
-	}
+// headerEditor is what fasthttp's request and response headers and
+// net/http's Header share, and what header changes need.
+type headerEditor interface {
+	Del(name string)
+	Set(name, value string)
+	Add(name, value string)
 }
 
-func (o *headerOps) applyFastResponse(h *fasthttp.ResponseHeader) {
+// apply makes the changes: removals, then replacements, then additions.
+func (o *headerOps) apply(h headerEditor) {
 	if o == nil {
 		return
 	}
@@ -92,6 +85,7 @@ func (o *headerOps) applyFastResponse(h *fasthttp.ResponseHeader) {
 		h.Del(name)
 	}
 	for _, kv := range o.set {
+		h.Del(kv[0])
 		h.Set(kv[0], kv[1])
 	}
 	for _, kv := range o.add {
@@ -99,15 +93,21 @@ func (o *headerOps) applyFastResponse(h *fasthttp.ResponseHeader) {
 	}
 }
 
-// delHeaderFold deletes a request header whatever the case the client
-// sent its name in (see peekHeader).
-func delHeaderFold(h *fasthttp.RequestHeader, name string) {
-	h.Del(name)
+// foldedRequestHeader is an HTTP/1 request's header for changes: the
+// proxy's server keeps header names as the client sent them, and fasthttp
+// deletes only an exact match, so Del takes every case.
+type foldedRequestHeader struct{ h *fasthttp.RequestHeader }
+
+func (f foldedRequestHeader) Set(name, value string) { f.h.Set(name, value) }
+func (f foldedRequestHeader) Add(name, value string) { f.h.Add(name, value) }
+
+func (f foldedRequestHeader) Del(name string) {
+	f.h.Del(name)
 	for {
 		found := false
-		for k := range h.All() {
+		for k := range f.h.All() {
 			if len(k) == len(name) && strings.EqualFold(unsafeString(k), name) {
-				h.DelBytes(k)
+				f.h.DelBytes(k)
 				found = true
 				break
 			}
@@ -115,21 +115,6 @@ func delHeaderFold(h *fasthttp.RequestHeader, name string) {
 		if !found {
 			return
 		}
-	}
-}
-
-func (o *headerOps) applyStd(h http.Header) {
-	if o == nil {
-		return
-	}
-	for _, name := range o.remove {
-		h.Del(name)
-	}
-	for _, kv := range o.set {
-		h.Set(kv[0], kv[1])
-	}
-	for _, kv := range o.add {
-		h.Add(kv[0], kv[1])
 	}
 }
 
@@ -184,6 +169,6 @@ func (d *decision) applyStd(req *http.Request) {
 		}
 		req.URL = &u
 	}
-	rt.reqOps.applyStd(req.Header)
-	d.leg.reqOps.applyStd(req.Header)
+	rt.reqOps.apply(req.Header)
+	d.leg.reqOps.apply(req.Header)
 }

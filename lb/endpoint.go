@@ -20,13 +20,17 @@ type endpoint struct {
 	// mesh; "" connects directly.
 	via  string
 	mesh Mesh
-	// h2t is the h2c transport of an instance reached through the mesh.
-	h2t atomic.Pointer[http.Transport]
+	// h2t is the h2c transport of an instance reached through the mesh;
+	// h2tByIdentity those that carry a service's identity.
+	h2t           atomic.Pointer[http.Transport]
+	h2tByIdentity sync.Map // identity → *http.Transport
 	// connectTimeout bounds a connect to the instance.
 	connectTimeout time.Duration
 	// fc is the endpoint's pool of upstream HTTP/1.1 connections, made on
-	// first use.
-	fc atomic.Pointer[fasthttp.HostClient]
+	// first use; fcByIdentity holds the pools of connections that carry a
+	// service's identity on the mesh hop (from its upstream listener).
+	fc           atomic.Pointer[fasthttp.HostClient]
+	fcByIdentity sync.Map // identity → *fasthttp.HostClient
 	// weight changes only under the pool's refresh lock, read atomically.
 	weight atomic.Int64
 	// node and zone are the instance's node and that node's zone (another

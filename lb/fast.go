@@ -22,11 +22,17 @@ import (
 // can be sent again on another connection.
 const maxReplayableBody = 64 << 10
 
-// fastClient returns the endpoint's upstream connection pool. Only its pool
-// and dialing are used: the exchange is roundTrip's (upstream_http1.go).
-func (e *endpoint) fastClient() *fasthttp.HostClient {
-	if hc := e.fc.Load(); hc != nil {
-		return hc
+// fastClient returns the endpoint's pool of upstream connections that
+// carry identity on the mesh hop ("": the node's, the common case, kept in
+// a field of its own). Only its pool and dialing are used: the exchange is
+// roundTrip's (upstream_http1.go).
+func (e *endpoint) fastClient(identity string) *fasthttp.HostClient {
+	if identity == "" {
+		if hc := e.fc.Load(); hc != nil {
+			return hc
+		}
+	} else if hc, ok := e.fcByIdentity.Load(identity); ok {
+		return hc.(*fasthttp.HostClient)
 	}
 	idle := 90 * time.Second
 	if e.via != "" {
@@ -35,7 +41,7 @@ func (e *endpoint) fastClient() *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{
 		Addr: e.addr,
 		DialTimeout: func(string, time.Duration) (net.Conn, error) {
-			c, err := e.dial("")
+			c, err := e.dial(identity)
 			if err != nil {
 				return nil, err
 			}
@@ -45,6 +51,10 @@ func (e *endpoint) fastClient() *fasthttp.HostClient {
 		MaxIdleConnDuration: idle,
 		ReadBufferSize:      16 << 10,
 		WriteBufferSize:     16 << 10,
+	}
+	if identity != "" {
+		actual, _ := e.fcByIdentity.LoadOrStore(identity, hc)
+		return actual.(*fasthttp.HostClient)
 	}
 	if e.fc.CompareAndSwap(nil, hc) {
 		return hc
@@ -59,6 +69,15 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	p.budget.request(now.UnixNano())
 	host := ctx.Host()
 	service, tag, ok := route(unsafeString(host), p.cfg.Domain)
+	identity := ""
+	if uc, isUpstream := ctx.Conn().(*upstreamConn); isUpstream {
+		// A service's own upstream listener: the destination is fixed,
+		// and the caller is that listener's service.
+		service, tag, ok, identity = uc.u.service, "", true, uc.u.identity
+		if p.upIdle.closing() {
+			ctx.SetConnectionClose()
+		}
+	}
 	if !ok {
 		p.metrics.errors.Add(1)
 		ctx.Error(fmt.Sprintf("shoal: %q is not a service address: want NAME, NAME.service.%s or TAG.NAME.service.%s\n",
@@ -73,7 +92,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		service = pl.service // the target's: a split, redirect or failover may name another
 	}
 	if ctx.IsConnect() || req.Header.ConnectionUpgrade() {
-		p.tunnel(ctx, pl, service, tag)
+		p.tunnel(ctx, pl, service, tag, identity)
 		return
 	}
 	c := p.newCall(pl, service, tag, now)
@@ -107,7 +126,8 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	c.idempotent = isIdempotentMethod(unsafeString(req.Header.Method())) || (!req.IsBodyStream() && len(req.Body()) == 0)
-	e, err := p.forward(c, (*fastExchange)(ctx))
+	c.fx = fastExchange{ctx: ctx, identity: identity}
+	e, err := p.forward(c, &c.fx)
 	if err != nil {
 		p.fastError(ctx, pl, err)
 		return
@@ -117,8 +137,8 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	e.inflight.Add(-1)
 	stripHopResponse(&ctx.Response.Header)
 	if d.route != nil {
-		d.route.respOps.applyFastResponse(&ctx.Response.Header)
-		d.leg.respOps.applyFastResponse(&ctx.Response.Header)
+		d.route.respOps.apply(&ctx.Response.Header)
+		d.leg.respOps.apply(&ctx.Response.Header)
 	}
 	if p.cfg.DebugHeaders {
 		setDebugHeaders(&ctx.Response.Header, e, d)
@@ -136,15 +156,18 @@ func (p *Proxy) decideFast(req *fasthttp.Request, service, tag string) decision 
 	return decision{pool: p.pool(service, tag)}
 }
 
-// fastExchange is the HTTP/1.x side of a call: the request context itself,
-// so that handing it to the request loop allocates nothing.
-type fastExchange fasthttp.RequestCtx
+// fastExchange is the HTTP/1.x side of a call: the request context and
+// the identity its tries carry on the mesh hop. It lives in the pooled
+// call, so that handing it to the request loop allocates nothing.
+type fastExchange struct {
+	ctx      *fasthttp.RequestCtx
+	identity string
+}
 
 func (x *fastExchange) try(e *endpoint, deadline time.Time) (int, error) {
-	ctx := (*fasthttp.RequestCtx)(x)
-	resp := &ctx.Response
+	resp := &x.ctx.Response
 	resp.Reset()
-	if err := e.roundTrip(&ctx.Request, resp, deadline); err != nil {
+	if err := e.roundTrip(x.identity, &x.ctx.Request, resp, deadline); err != nil {
 		return 0, err
 	}
 	return resp.StatusCode(), nil
@@ -154,11 +177,11 @@ func (x *fastExchange) try(e *endpoint, deadline time.Time) (int, error) {
 func (x *fastExchange) bodyTouched() bool { return false }
 
 // replayable: small bodies were read into memory (see serveFast).
-func (x *fastExchange) replayable() bool { return !x.Request.IsBodyStream() }
+func (x *fastExchange) replayable() bool { return !x.ctx.Request.IsBodyStream() }
 
 // discard drops the answer, handing its connection back (or closing it
 // when its body was not read).
-func (x *fastExchange) discard() { x.Response.Reset() }
+func (x *fastExchange) discard() { x.ctx.Response.Reset() }
 
 // fastError answers a request that could not be forwarded, in one line,
 // and counts it against the proxy and the pool.
@@ -185,8 +208,8 @@ func fastHashKey(ctx *fasthttp.RequestCtx, src HashSource) string {
 // tunnel serves CONNECT and Upgrade (websocket) requests: it connects to an
 // instance, passes an upgrade request on as it is, and then copies bytes
 // both ways; the instance's own 101 answer goes straight to the client.
-func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, pl *pool, service, tag string) {
-	up, e, err := p.connect(pl, service, tag, ctx.RemoteIP().String())
+func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, pl *pool, service, tag, identity string) {
+	up, e, err := p.connectAs(pl, service, tag, ctx.RemoteIP().String(), identity)
 	if err != nil {
 		p.fastError(ctx, pl, err)
 		return

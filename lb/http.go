@@ -129,8 +129,8 @@ func (f *forwarder) forward(c *call, req *http.Request, d *decision) (*http.Resp
 		return nil, err
 	}
 	if d.route != nil {
-		d.route.respOps.applyStd(x.resp.Header)
-		d.leg.respOps.applyStd(x.resp.Header)
+		d.route.respOps.apply(x.resp.Header)
+		d.leg.respOps.apply(x.resp.Header)
 	}
 	if p.cfg.DebugHeaders {
 		x.resp.Header.Set(debugInstance, e.id)
@@ -166,7 +166,8 @@ func (x *h2Exchange) try(e *endpoint, _ time.Time) (int, error) {
 	if x.body != nil {
 		out.Body = x.body
 	}
-	resp, err := e.h2Transport(x.p.transport).RoundTrip(&out)
+	identity, _ := x.req.Context().Value(identityKey{}).(string)
+	resp, err := e.h2Transport(x.p.transport, identity).RoundTrip(&out)
 	if err != nil {
 		if x.cancel != nil {
 			x.cancel()

@@ -54,16 +54,27 @@ func (e *endpoint) dial(identity string) (net.Conn, error) {
 
 // h2Transport returns the h2c path's transport for the endpoint: the
 // proxy's shared one for direct instances, one of the endpoint's own,
-// dialling through the mesh, for instances on other nodes.
-func (e *endpoint) h2Transport(shared *http.Transport) *http.Transport {
+// dialling through the mesh as identity, for instances on other nodes.
+func (e *endpoint) h2Transport(shared *http.Transport, identity string) *http.Transport {
 	if e.via == "" {
 		return shared
 	}
-	if t := e.h2t.Load(); t != nil {
-		return t
+	if identity == "" {
+		if t := e.h2t.Load(); t != nil {
+			return t
+		}
+	} else if t, ok := e.h2tByIdentity.Load(identity); ok {
+		return t.(*http.Transport)
 	}
 	t := shared.Clone()
-	t.DialContext = func(context.Context, string, string) (net.Conn, error) { return e.dial("") }
+	t.DialContext = func(context.Context, string, string) (net.Conn, error) { return e.dial(identity) }
+	if identity != "" {
+		actual, loaded := e.h2tByIdentity.LoadOrStore(identity, t)
+		if loaded {
+			t.CloseIdleConnections()
+		}
+		return actual.(*http.Transport)
+	}
 	if e.h2t.CompareAndSwap(nil, t) {
 		return t
 	}

@@ -48,6 +48,8 @@ type Proxy struct {
 	httpLn    net.Listener
 	sniffer   *sniffListener
 	fastSrv   *fasthttp.Server
+	upSrv     *fasthttp.Server // serves HTTP on upstream listeners (see serveUpstreamHTTP)
+	upIdle    idleConns        // upSrv's connections between requests
 	h2        *http2.Server
 	h2Handler http.Handler
 	h2Conns   connSet    // h2c client connections
@@ -113,31 +115,22 @@ func (p *Proxy) Start() error {
 		}
 		p.upstreams = append(p.upstreams, &tcpUpstream{service: name, addr: addr, ln: ln})
 	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    &forwarder{p: p},
+		ErrorHandler: p.proxyError,
+		BufferPool:   newBufferPool(),
+		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.h2 = &http2.Server{}
+	p.h2Handler = &httpHandler{p: p, rp: rp}
+	// The shared listener's server, and a second one for the upstream
+	// listeners of services that speak HTTP, which hands it connections
+	// one by one (and closes them itself at shutdown).
+	p.fastSrv, p.upSrv = p.newFastServer(), p.newFastServer()
+	p.upSrv.ConnState = p.upIdle.track
 	if p.httpLn != nil {
-		rp := &httputil.ReverseProxy{
-			Rewrite:      p.rewrite,
-			Transport:    &forwarder{p: p},
-			ErrorHandler: p.proxyError,
-			BufferPool:   newBufferPool(),
-			ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-		}
-		p.h2 = &http2.Server{}
-		p.h2Handler = &httpHandler{p: p, rp: rp}
 		p.sniffer = newSniffListener(p.httpLn, p.serveH2)
-		p.fastSrv = &fasthttp.Server{
-			Handler:                       p.serveFast,
-			Name:                          "",
-			NoDefaultServerHeader:         true,
-			NoDefaultDate:                 true,
-			NoDefaultContentType:          true,
-			DisableHeaderNamesNormalizing: true,
-			DisablePreParseMultipartForm:  true,
-			StreamRequestBody:             true,
-			ReadBufferSize:                16 << 10,
-			IdleTimeout:                   2 * time.Minute,
-			CloseOnShutdown:               true,
-			Logger:                        slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -156,6 +149,24 @@ func (p *Proxy) Start() error {
 	}
 	p.log.Info("proxy started", "http", p.HTTPAddr(), "upstreams", len(p.upstreams))
 	return nil
+}
+
+// newFastServer returns the HTTP/1.x server of the proxy's listeners.
+func (p *Proxy) newFastServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       p.serveFast,
+		Name:                          "",
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		StreamRequestBody:             true,
+		ReadBufferSize:                16 << 10,
+		IdleTimeout:                   2 * time.Minute,
+		CloseOnShutdown:               true,
+		Logger:                        slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
 }
 
 func (p *Proxy) closeListeners() {
@@ -205,7 +216,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		for _, u := range upstreams {
 			u.ln.Close()
 		}
-		if p.fastSrv != nil {
+		// HTTP connections of upstream listeners that wait for a request
+		// go now; busy ones close after their answer (serveFast).
+		p.upIdle.closeAll()
+		if p.sniffer != nil {
 			err = p.fastSrv.ShutdownWithContext(ctx)
 			p.sniffer.Close()
 		}

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // subsetInstance publishes a backend as an instance in the given subsets.
@@ -353,5 +357,79 @@ func TestDebugHeaders(t *testing.T) {
 	}
 	if got := resp.Header.Get(debugRoute); got != "route=default target=web/v1 zone=z1" {
 		t.Errorf("%s = %q", debugRoute, got)
+	}
+}
+
+// TestUpstreamListenerSpeaksHTTP: the TCP upstream listener of a service
+// whose protocol is HTTP's routes each request by the service's chain
+// (HTTP/1 and h2c alike, whatever Host the client sends); without the
+// protocol it pipes bytes as before.
+func TestUpstreamListenerSpeaksHTTP(t *testing.T) {
+	v := newFakeView()
+	web, api := newBackend(t, "web"), newBackend(t, "api")
+	api.handle(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "api %s", r.URL.Path) })
+	v.Set("web", web.instance())
+	v.Set("api", api.instance())
+	cfg := testConfig()
+	cfg.Upstreams = map[string]string{"web": "127.0.0.1:0"}
+	p := startProxy(t, cfg, v)
+	routing := func(proto string) *Table {
+		return mustTable(t, Routing{
+			Chains: map[string]Chain{"web": {Routes: []Route{{Match: RouteMatch{PathPrefix: "/api/"}, PrefixRewrite: "/",
+				Splits: []Split{split("api", "", 100)}}}}},
+			Protocols: map[string]string{"web": proto},
+		})
+	}
+	p.SetTable(routing("http"))
+	up := p.UpstreamAddr("web")
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections) // before the proxy's shutdown waits for its sessions
+	for path, want := range map[string]string{"/api/users": "api /users", "/": "web"} {
+		resp, err := client.Get("http://" + up + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Errorf("HTTP/1 %s through the upstream listener: %q, want %q", path, body, want)
+		}
+	}
+	h2 := h2cClient(t, p)
+	h2.Transport.(*http2.Transport).DialTLSContext = func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, up)
+	}
+	resp, err := h2.Get("http://anything/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(body) != "api /x" {
+		t.Errorf("h2c through the upstream listener: %s %q, want HTTP/2 and api /x", resp.Proto, body)
+	}
+	var routed uint64
+	for _, s := range p.RouteStats() {
+		if s.Service == "web" && s.Name == "0" {
+			routed = s.Requests
+		}
+	}
+	if routed != 2 {
+		t.Errorf("route 0 counted %d requests, want 2", routed)
+	}
+
+	// As TCP, the listener passes the request through untouched: the path
+	// goes to web, not to the route.
+	p.SetTable(routing("tcp"))
+	client.CloseIdleConnections()
+	resp, err = client.Get("http://" + up + "/api/users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "web" {
+		t.Errorf("over TCP: %q, want web", body)
 	}
 }

@@ -41,6 +41,28 @@ func (l *sniffListener) acceptLoop() {
 }
 
 func (l *sniffListener) sniff(c net.Conn) {
+	pc, h2 := sniffH2(c)
+	select {
+	case <-l.closed:
+		c.Close() // sniffed after shutdown began
+		return
+	default:
+	}
+	if h2 {
+		l.serveH2(pc)
+		return
+	}
+	select {
+	case l.conns <- pc:
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+// sniffH2 reads as much of the h2c preface as the client sends (10 s at
+// most) and reports whether it is one; the returned connection replays the
+// bytes read.
+func sniffH2(c net.Conn) (net.Conn, bool) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, len(h2Preface))
 	n := 0
@@ -52,22 +74,7 @@ func (l *sniffListener) sniff(c net.Conn) {
 		}
 	}
 	c.SetReadDeadline(time.Time{})
-	pc := &prefixConn{Conn: c, prefix: buf[:n]}
-	select {
-	case <-l.closed:
-		c.Close() // sniffed after shutdown began
-		return
-	default:
-	}
-	if n == len(h2Preface) && string(buf) == h2Preface {
-		l.serveH2(pc)
-		return
-	}
-	select {
-	case l.conns <- pc:
-	case <-l.closed:
-		c.Close()
-	}
+	return &prefixConn{Conn: c, prefix: buf[:n]}, n == len(h2Preface) && string(buf) == h2Preface
 }
 
 // Accept returns the next HTTP/1.x connection.

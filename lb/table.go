@@ -34,6 +34,10 @@ type Routing struct {
 	// Targets holds the settings of every target a chain or a failover
 	// can end at, and of any service whose resolver sets something.
 	Targets map[Target]Resolved
+	// Protocols holds the declared protocol of services (tcp, http, http2,
+	// grpc): the TCP upstream listeners of a service whose protocol is
+	// HTTP's serve HTTP, so that its routes apply there too.
+	Protocols map[string]string
 }
 
 // Target is a service, or a named subset of its instances (Instance.Subsets).
@@ -185,6 +189,7 @@ type Split struct {
 type Table struct {
 	chains  map[string]*chain
 	targets map[Target]*target
+	http    map[string]bool // services whose upstream listeners speak HTTP
 	// gen moves at every SetTable, so that pools pick up new settings.
 	gen uint64
 }
@@ -253,8 +258,17 @@ const maxFailover = 8
 // must be in r.Targets or be a whole service (Subset ""); weights of each
 // splitter must add up to 100.
 func NewTable(r Routing) (*Table, error) {
-	t := &Table{chains: make(map[string]*chain, len(r.Chains)), targets: make(map[Target]*target)}
+	t := &Table{chains: make(map[string]*chain, len(r.Chains)), targets: make(map[Target]*target), http: map[string]bool{}}
 	var errs []error
+	for service, proto := range r.Protocols {
+		switch proto {
+		case "http", "http2", "grpc":
+			t.http[service] = true
+		case "", "tcp":
+		default:
+			errs = append(errs, fmt.Errorf("service %s: unknown protocol %q", service, proto))
+		}
+	}
 	get := func(k Target) *target {
 		if tg := t.targets[k]; tg != nil {
 			return tg
@@ -479,6 +493,11 @@ func (t *Table) chainOf(service string) *chain {
 		return nil
 	}
 	return t.chains[service]
+}
+
+// speaksHTTP reports whether the upstream listeners of service serve HTTP.
+func (t *Table) speaksHTTP(service string) bool {
+	return t != nil && t.http[service]
 }
 
 // resolved returns the settings of a target: its own, else its service's.

@@ -1,13 +1,19 @@
 package lb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
 )
 
 // tcpUpstream is the local L4 listener of one service.
@@ -83,6 +89,10 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 		go func() {
 			defer u.sessions.end(conn)
 			defer conn.Close()
+			if p.table.Load().speaksHTTP(u.service) {
+				p.serveUpstreamHTTP(conn, u)
+				return
+			}
 			p.metrics.connections.Add(1)
 			// Each connection takes the service's splitter and resolver
 			// as they are when it arrives.
@@ -170,4 +180,92 @@ func pipe(a, b net.Conn) {
 	wg.Wait()
 	a.Close()
 	b.Close()
+}
+
+// upstreamConn is a connection to the upstream listener of a service that
+// speaks HTTP: the proxy's HTTP handlers find their destination and the
+// caller's identity on it, instead of in the Host header.
+type upstreamConn struct {
+	net.Conn
+	u *tcpUpstream
+}
+
+// serveUpstreamHTTP serves one connection of an upstream listener as HTTP
+// (HTTP/1.x, or h2c when it starts with the preface), so that the
+// service's routes, splits and retries apply per request, as on the shared
+// listener. It returns when the connection is done.
+func (p *Proxy) serveUpstreamHTTP(conn net.Conn, u *tcpUpstream) {
+	pc, h2 := sniffH2(conn)
+	uc := &upstreamConn{Conn: pc, u: u}
+	if h2 {
+		p.h2.ServeConn(uc, &http2.ServeConnOpts{Handler: upstreamH2Handler{p: p, u: u}})
+		return
+	}
+	if err := p.upSrv.ServeConn(uc); err != nil && !isClosedConn(err) {
+		p.log.Debug("upstream http connection", "service", u.service, "err", err)
+	}
+}
+
+// isClosedConn reports the error of a connection closed under a server.
+func isClosedConn(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+}
+
+// upstreamH2Handler serves h2c requests of an upstream listener: each goes
+// to the listener's service, carrying its identity.
+type upstreamH2Handler struct {
+	p *Proxy
+	u *tcpUpstream
+}
+
+func (h upstreamH2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Host = h.u.service
+	if h.u.identity != "" {
+		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, h.u.identity))
+	}
+	h.p.h2Handler.ServeHTTP(w, r)
+}
+
+// identityKey carries a request's mesh identity in its context (h2c).
+type identityKey struct{}
+
+// idleConns tracks the HTTP connections of upstream listeners that wait
+// for their next request, so that shutdown closes them at once instead of
+// waiting out ShutdownTimeout: their server serves connections handed to
+// it one by one, and fasthttp's own shutdown knows only of listeners.
+type idleConns struct {
+	mu     sync.Mutex // guards conns, and closed's change
+	conns  map[net.Conn]struct{}
+	closed atomic.Bool
+}
+
+// track is the server's ConnState hook.
+func (s *idleConns) track(c net.Conn, state fasthttp.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case state == fasthttp.StateIdle && s.closed.Load():
+		c.Close()
+	case state == fasthttp.StateIdle:
+		if s.conns == nil {
+			s.conns = make(map[net.Conn]struct{})
+		}
+		s.conns[c] = struct{}{}
+	default:
+		delete(s.conns, c)
+	}
+}
+
+// closing reports whether shutdown began.
+func (s *idleConns) closing() bool { return s.closed.Load() }
+
+// closeAll closes the idle connections, and any that turns idle later.
+func (s *idleConns) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed.Store(true)
+	for c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
 }

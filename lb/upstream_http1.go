@@ -39,8 +39,8 @@ var errNoGuard = errors.New("upstream connection without its stale-connection gu
 // none) bounds the whole exchange, body included, as fasthttp's own client
 // does. A pooled connection the instance had closed while idle costs one
 // more try on a fresh connection, which is no failure of the instance.
-func (e *endpoint) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
-	hc := e.fastClient()
+func (e *endpoint) roundTrip(identity string, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
+	hc := e.fastClient(identity)
 	// The request target goes on byte for byte: the instance, not the
 	// proxy, decides what "/a/../b" or "%2F" means.
 	req.URI().DisablePathNormalizing = true

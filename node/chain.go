@@ -184,8 +184,13 @@ func compileTraffic(s *entrySet) *trafficPolicy {
 			tp.routing.Targets[k] = v
 		}
 	}
-	// Services with service-defaults alone still get their policy.
-	for name := range s.defaults {
+	tp.routing.Protocols = map[string]string{}
+	// Services with service-defaults alone still get their policy; the
+	// protocol tells upstream listeners whether to speak HTTP.
+	for name, d := range s.defaults {
+		if d.Protocol != "" {
+			tp.routing.Protocols[name] = d.Protocol
+		}
 		k := lb.Target{Service: name}
 		if _, ok := tp.routing.Targets[k]; !ok {
 			res := (&chainCompiler{set: s}).resolved(k)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -232,4 +233,57 @@ func TestZoneTagAndView(t *testing.T) {
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "zone") {
 		t.Errorf("zone with a space: %v", err)
 	}
+}
+
+// TestSidecarUpstreamSpeaksHTTP: once service-defaults says web speaks
+// HTTP, api's sidecar upstream to web serves HTTP: web's routes apply to
+// it, and a denied intention answers 403 naming it, from api's identity,
+// instead of closing the connection.
+func TestSidecarUpstreamSpeaksHTTP(t *testing.T) {
+	p := newTestPKI(t, "mesh.test")
+	as := startMesh(t, p, 2)
+	_, webPort := backend(t, "web")
+	_, adminPort := backend(t, "admin")
+	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": webPort})
+	registerDef(t, as[1], map[string]any{"ID": "admin-1", "Name": "admin", "Address": "127.0.0.1", "Port": adminPort})
+	up := freePort(t)
+	registerDef(t, as[0], map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
+		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
+			"Upstreams": []map[string]any{{"DestinationName": "web", "LocalBindPort": up}}}}}})
+	waitFor(t, 5*time.Second, "web and admin on n0, api on n1", func() bool {
+		return visibleOn(t, as[0], "web", 1)() && visibleOn(t, as[0], "admin", 1)() && visibleOn(t, as[1], "api", 1)()
+	})
+	putEntry(t, as[1], `{"Kind":"service-defaults","Name":"web","Protocol":"http"}`)
+	putEntry(t, as[1], `{"Kind":"service-router","Name":"web","Routes":[{"Match":{"HTTP":{"PathPrefix":"/admin/"}},"Destination":{"Service":"admin"}}]}`)
+	get := func(path string) (int, string) {
+		t.Helper()
+		// A new connection each time: the listener decides per connection.
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", up, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b := new(strings.Builder)
+		_, err = io.Copy(b, resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b.String()
+	}
+	waitFor(t, 5*time.Second, "web's router on n0's sidecar upstream", func() bool {
+		code, body := get("/admin/x")
+		return code == 200 && body == "admin /admin/x"
+	})
+	if code, body := get("/x"); code != 200 || body != "web /x" {
+		t.Errorf("a path no route takes: %d %q", code, body)
+	}
+	if n := as[1].mesh.forwarded.snapshot()[[2]string{"api", "admin"}]; n == 0 {
+		t.Errorf("admin was not reached as api: %v", as[1].mesh.forwarded.snapshot())
+	}
+	putEntry(t, as[1], `{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"deny"}]}`)
+	waitFor(t, 5*time.Second, "403 for api on n0's sidecar upstream", func() bool {
+		code, body := get("/x")
+		return code == http.StatusForbidden && strings.Contains(body, "api") && strings.Contains(body, "web")
+	})
 }

@@ -41,6 +41,7 @@ after=./shoal).`,
 			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "runs per target; medians are reported"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "nginx workers and HAProxy threads of the proxies (Shoal uses GOMAXPROCS)"},
 			&cli.BoolFlag{Name: "mesh", Value: true, Usage: "add the two-hop rows: Shoal's mTLS mesh against an HAProxy chain (plain and mutual TLS)"},
+			&cli.BoolFlag{Name: "routed", Value: true, Usage: "add a row of Shoal with a traffic policy: one route, one split and a resolver"},
 			&cli.StringSliceFlag{Name: "shoal", Usage: "shoal binary as `PATH or LABEL=PATH`, repeatable (default: shoal beside this binary, else in $PATH)"},
 		},
 		Action: runBenchProxy,
@@ -117,11 +118,18 @@ func runBenchProxy(c *cli.Context) error {
 	}
 	var shoalHTTP, shoalTCP, mesh []benchTarget
 	for _, sb := range shoals {
-		http, tcp, err := startShoalProxy(ctx, env, sb, backends)
+		http, tcp, err := startShoalProxy(ctx, env, sb, backends, false)
 		if err != nil {
 			return err
 		}
 		shoalHTTP, shoalTCP = append(shoalHTTP, http), append(shoalTCP, tcp)
+		if c.Bool("routed") {
+			routed, _, err := startShoalProxy(ctx, env, sb, backends, true)
+			if err != nil {
+				return err
+			}
+			shoalHTTP = append(shoalHTTP, routed)
+		}
 	}
 	if c.Bool("mesh") {
 		mctx, mcancel := context.WithTimeout(c.Context, 60*time.Second)
@@ -356,16 +364,32 @@ func defaultShoal() (string, error) {
 	return "", errors.New("no shoal binary found beside shoal-bench or in $PATH: build one (go build -o shoal ./cmd/shoal) and pass --shoal ./shoal")
 }
 
+// routedEntries is the traffic policy of the routed row: a router whose
+// one route takes every request wrk sends, a 67/33 split over two subsets
+// and their resolver (policy, connect timeout, subsets by Meta), so that
+// every request goes through all three stages.
+var routedEntries = []string{
+	`{"Kind":"service-resolver","Name":"web","ConnectTimeout":"1s","LoadBalancer":{"Policy":"round_robin"},
+	  "Subsets":{"a":{"Filter":"Service.Meta.version == a"},"b":{"Filter":"Service.Meta.version == b"}}}`,
+	`{"Kind":"service-splitter","Name":"web","Splits":[{"Weight":67,"ServiceSubset":"a"},{"Weight":33,"ServiceSubset":"b"}]}`,
+	`{"Kind":"service-router","Name":"web","Routes":[{"Match":{"HTTP":{"PathPrefix":"/","Methods":["GET"]}},"Destination":{"Service":"web","RequestTimeout":"30s"}}]}`,
+}
+
 // startShoalProxy runs an agent of binary sb with the backends registered
-// as service web, and returns its HTTP and TCP proxy targets once the HTTP
-// proxy reaches all of them.
-func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backends []int) (http, tcp benchTarget, err error) {
+// as service web (the first ones version a, the last b), and returns its
+// HTTP and TCP proxy targets once the HTTP proxy reaches all of them;
+// routed adds routedEntries.
+func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backends []int, routed bool) (http, tcp benchTarget, err error) {
 	ports, err := benchPorts(5)
 	if err != nil {
 		return http, tcp, err
 	}
 	gossipPort, apiPort, proxyPort, tcpPort := ports[0], ports[2], ports[3], ports[4]
-	proc, err := env.start(sb.path, "agent", "--dev", "--node", "bench-"+strings.ReplaceAll(sb.label+"x", " ", "-"), "--log-level", "warn",
+	nodeName := "bench-" + strings.ReplaceAll(sb.label+"x", " ", "-")
+	if routed {
+		nodeName += "-routed"
+	}
+	proc, err := env.start(sb.path, "agent", "--dev", "--node", nodeName, "--log-level", "warn",
 		"--bind", fmt.Sprintf("127.0.0.1:%d", gossipPort),
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", apiPort),
 		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort),
@@ -381,16 +405,35 @@ func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backend
 		}
 	}
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-	for i, p := range backends {
-		body, _ := json.Marshal(map[string]any{"ID": fmt.Sprintf("web-%d", i+1), "Name": "web", "Address": "127.0.0.1", "Port": p})
-		req, _ := nethttp.NewRequest(nethttp.MethodPut, api+"/v1/agent/service/register", bytes.NewReader(body))
+	put := func(path string, body []byte) error {
+		req, _ := nethttp.NewRequest(nethttp.MethodPut, api+path, bytes.NewReader(body))
 		resp, err := nethttp.DefaultClient.Do(req)
 		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != nethttp.StatusOK {
+			msg, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+		}
+		return nil
+	}
+	for i, p := range backends {
+		version := "a"
+		if i == len(backends)-1 {
+			version = "b"
+		}
+		body, _ := json.Marshal(map[string]any{"ID": fmt.Sprintf("web-%d", i+1), "Name": "web", "Address": "127.0.0.1", "Port": p,
+			"Meta": map[string]string{"version": version}})
+		if err := put("/v1/agent/service/register", body); err != nil {
 			return http, tcp, fmt.Errorf("register backend: %w", err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != nethttp.StatusOK {
-			return http, tcp, fmt.Errorf("register backend: %s", resp.Status)
+	}
+	if routed {
+		for _, e := range routedEntries {
+			if err := put("/v1/config", []byte(e)); err != nil {
+				return http, tcp, fmt.Errorf("write the routed row's entries: %w", err)
+			}
 		}
 	}
 	proxyURL := fmt.Sprintf("http://127.0.0.1:%d/", proxyPort)
@@ -400,6 +443,9 @@ func startShoalProxy(ctx context.Context, env *benchEnv, sb shoalBinary, backend
 	suffix := ""
 	if sb.label != "" {
 		suffix = " " + sb.label
+	}
+	if routed {
+		suffix = " routed" + suffix
 	}
 	http = benchTarget{"shoal" + suffix, proxyURL, "web", proc.Process.Pid, api + "/metrics", 0}
 	tcp = benchTarget{"shoal tcp" + suffix, fmt.Sprintf("http://127.0.0.1:%d/", tcpPort), "", proc.Process.Pid, api + "/metrics", 0}

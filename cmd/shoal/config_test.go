@@ -447,3 +447,55 @@ func TestConfigCmdCamelKey(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCmdTrafficEntries: HCL for the traffic kinds keeps the user's
+// names as written (subset names, failover keys, header names) while the
+// field names take Consul's case, and lists of one route stay lists.
+func TestConfigCmdTrafficEntries(t *testing.T) {
+	resolver := `
+Kind = "service-resolver"
+Name = "web"
+default_subset = "v1"
+Subsets = {
+  v1 = { Filter = "Service.Meta.version == v1" }
+  canary-2 = {
+    filter = "Service.Meta.version == v2"
+    only_passing = true
+  }
+}
+Failover = {
+  "*" = { Service = "backup" }
+}
+load_balancer { policy = "maglev" hash_policies = [{ field = "header", field_value = "x-user" }] }
+`
+	router := `
+Kind = "service-router"
+Name = "web"
+Routes = [
+  {
+    Match { HTTP { PathPrefix = "/api/" Header = [{ Name = "x-canary", Exact = "1" }] } }
+    Destination {
+      ServiceSubset = "canary-2"
+      RequestHeaders { Set { x-route = "api" } Remove = ["X-Debug"] }
+    }
+  }
+]
+`
+	want := map[string]string{
+		resolver: `{"DefaultSubset":"v1","Failover":{"*":{"Service":"backup"}},"Kind":"service-resolver",` +
+			`"LoadBalancer":{"HashPolicies":[{"Field":"header","FieldValue":"x-user"}],"Policy":"maglev"},"Name":"web",` +
+			`"Subsets":{"canary-2":{"Filter":"Service.Meta.version == v2","OnlyPassing":true},"v1":{"Filter":"Service.Meta.version == v1"}}}`,
+		router: `{"Kind":"service-router","Name":"web","Routes":[{"Destination":{"RequestHeaders":{"Remove":["X-Debug"],"Set":{"x-route":"api"}},` +
+			`"ServiceSubset":"canary-2"},"Match":{"HTTP":{"Header":[{"Exact":"1","Name":"x-canary"}],"PathPrefix":"/api/"}}}]}`,
+	}
+	for src, w := range want {
+		e, err := parseEntry([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(e.body)
+		if string(got) != w {
+			t.Errorf("parsed\n%s\nwant\n%s", got, w)
+		}
+	}
+}
