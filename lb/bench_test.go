@@ -250,3 +250,26 @@ func BenchmarkRouteMatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecide measures the whole routing decision of one HTTP/1
+// request on a chain of one route, a 50/50 split and a resolver: the
+// table load, the match, the draw, the target's pool and its snapshot.
+// It is what the routed row of shoal-bench proxy adds to each request.
+func BenchmarkDecide(b *testing.B) {
+	v := newFakeView()
+	a, c := inst("a", "127.0.0.1:1"), inst("c", "127.0.0.1:2")
+	a.Subsets, c.Subsets = []string{"v1"}, []string{"v2"}
+	v.Set("web", a, c)
+	p := newTestProxy(b, testConfig(), v)
+	p.SetTable(mustTable(b, benchRouting(1)))
+	var req fasthttp.Request
+	req.SetRequestURI("/api/users")
+	req.Header.SetHost("web")
+	b.ReportAllocs()
+	for b.Loop() {
+		d := p.decideFast(&req, "web", "")
+		if len(d.pool.current().all.eps) != 1 {
+			b.Fatal("no endpoint")
+		}
+	}
+}
