@@ -27,6 +27,7 @@ type Cluster struct {
 	catalog *Catalog
 	push    *pusher
 	pull    *puller
+	send    *senders // one per peer (sender.go)
 	stats   stats
 
 	serf    *serf.Serf
@@ -45,6 +46,8 @@ type Cluster struct {
 	entries       *entryStore // cluster-wide config entries (entries.go)
 	entryRefused  refusals
 	entrySyncKick chan string // a member to exchange entries with now
+
+	net Network // Config.Network, or the host's sockets
 
 	stop         chan struct{}
 	wg           sync.WaitGroup
@@ -72,9 +75,14 @@ func New(cfg Config) (*Cluster, error) {
 		entries:       newEntryStore(),
 		entrySyncKick: make(chan string, 16),
 	}
+	c.net = cfg.Network
+	if c.net == nil {
+		c.net = hostNetwork{}
+	}
 	c.catalog.signed = cfg.Attestor != nil
 	c.push = newPusher(c)
 	c.pull = newPuller(c)
+	c.send = newSenders(c)
 	kr, err := newKeyring(cfg.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -123,20 +131,21 @@ func (c *Cluster) Start() error {
 		}
 		rpcBind = net.JoinHostPort(bindIP.String(), strconv.Itoa(port))
 	}
-	ln, err := net.Listen("tcp", rpcBind)
+	ln, err := c.net.Listen(c.cfg.NodeName, rpcBind)
 	if err != nil {
 		return fmt.Errorf("gossip: catalog listener: %w", err)
 	}
 	rpcPort := ln.Addr().(*net.TCPAddr).Port
 	c.rpcAddr = net.JoinHostPort(advIP.String(), strconv.Itoa(rpcPort))
-	c.ln = c.cfg.Network.listen(c.cfg.NodeName, ln, c.rpcAddr)
+	c.ln = ln
 
 	sc := c.serfConfig(bindIP, bindPort, advIP, advPort)
 	// Binding is I/O, so it happens here rather than in serfConfig.
-	if err := c.cfg.Network.attach(c.cfg.NodeName, sc.MemberlistConfig); err != nil {
+	if err := c.attachTransport(sc.MemberlistConfig); err != nil {
 		ln.Close()
 		return fmt.Errorf("gossip: bind %s: %w", c.cfg.BindAddr, err)
 	}
+	advPort = sc.MemberlistConfig.AdvertisePort
 	s, err := serf.Create(sc)
 	if err != nil {
 		ln.Close()
@@ -162,6 +171,26 @@ func (c *Cluster) Start() error {
 	}
 	c.log.Info("gossip started", "node", c.cfg.NodeName, "bind", c.cfg.BindAddr,
 		"advertise", net.JoinHostPort(advIP.String(), strconv.Itoa(advPort)), "catalog", c.rpcAddr)
+	return nil
+}
+
+// attachTransport installs the Network's gossip transport, if it has one,
+// as ml.Transport. Memberlist only resolves a bind port of 0 when it creates
+// its own transport, so the port the Network bound is written back as the
+// bind port (which memberlist also advertises in some messages) and, when
+// none was set, the advertise port.
+func (c *Cluster) attachTransport(ml *memberlist.Config) error {
+	t, port, err := c.net.GossipTransport(c.cfg.NodeName, ml.BindAddr, ml.BindPort)
+	if err != nil || t == nil {
+		return err
+	}
+	if ml.BindPort == 0 {
+		ml.BindPort = port
+		if ml.AdvertisePort == 0 {
+			ml.AdvertisePort = port
+		}
+	}
+	ml.Transport = t
 	return nil
 }
 

@@ -127,10 +127,11 @@ type Config struct {
 	// Logger receives the cluster's logs; nil discards them.
 	Logger *slog.Logger
 	// Network, when set, carries all of the cluster's traffic (memberlist's
-	// gossip and the catalog path) through a FaultNetwork, which tests use to
-	// partition, drop and delay it; every member of an in-process test
-	// cluster shares one. Nil, the default, is the real network, untouched.
-	Network *FaultNetwork
+	// gossip and the catalog path) instead of the host's sockets: tests
+	// plug in a network that partitions, drops, delays or black-holes it,
+	// benchmarks one that runs thousands of agents in memory. Nil, the
+	// default, is the host's sockets, untouched.
+	Network Network
 }
 
 // DefaultConfig returns the production defaults.

@@ -27,9 +27,18 @@ type pNode struct {
 // pStart starts an agent named name on network n, joining seeds.
 func pStart(t *testing.T, n *FaultNetwork, name string, seeds ...string) *pNode {
 	t.Helper()
+	return pStartWith(t, n, name, nil, seeds...)
+}
+
+// pStartWith is pStart with an adjustment of the configuration.
+func pStartWith(t *testing.T, n *FaultNetwork, name string, adjust func(*Config), seeds ...string) *pNode {
+	t.Helper()
 	cfg := TestConfig(name)
 	cfg.Network = n
 	cfg.Seeds = seeds
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	if os.Getenv("SHOAL_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 	}

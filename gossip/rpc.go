@@ -135,7 +135,7 @@ func (c *Cluster) admit(d *Delta, from string) (applyResult, uint64) {
 
 // call sends m to the agent serving addr and returns its reply.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
-	conn, err := c.cfg.Network.dial(c.cfg.NodeName, addr, c.cfg.Timing.TCPTimeout)
+	conn, err := c.net.Dial(c.cfg.NodeName, addr, c.cfg.Timing.TCPTimeout)
 	if err != nil {
 		return nil, err
 	}
