@@ -287,16 +287,38 @@ func (c *Cluster) Publish(d Delta) error {
 	return nil
 }
 
-// tagLoop advertises the local catalog version in the serf tags, at most once
-// per TagInterval so that bursts of changes cost one broadcast.
+// tagLoop advertises the local catalog version in the serf tags once the
+// catalog has been quiet for TagInterval, or TagMaxDelay after the first
+// change not advertised yet when changes never stop: every tag update is a
+// broadcast that each member retransmits, so a burst costs one.
 func (c *Cluster) tagLoop() {
 	defer c.wg.Done()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	pending := false
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-c.tagKick:
+			if !pending {
+				pending = true
+				due.Reset(c.cfg.TagMaxDelay)
+			}
+			quiet.Reset(c.cfg.TagInterval)
+			continue
+		case <-quiet.C:
+		case <-due.C:
 		}
+		if !pending {
+			continue
+		}
+		pending = false
+		quiet.Stop()
+		due.Stop()
+		c.stats.tagUpdates.Add(1)
 		c.localMu.Lock()
 		err := c.serf.SetTags(c.tags())
 		c.localMu.Unlock()
@@ -304,11 +326,6 @@ func (c *Cluster) tagLoop() {
 			// The tags are set locally either way; only the wait for the
 			// broadcast timed out, and gossip carries them on.
 			c.log.Debug("update tags", "err", err)
-		}
-		select {
-		case <-c.stop:
-			return
-		case <-time.After(c.cfg.TagInterval):
 		}
 	}
 }
