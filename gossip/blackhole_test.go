@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestBlackHoledPeerDelaysOnlyItsOwnQueue black-holes one member (its
@@ -34,7 +36,7 @@ func TestBlackHoledPeerDelaysOnlyItsOwnQueue(t *testing.T) {
 			c.Timing.TCPTimeout = tcpTimeout
 		}, seeds...))
 	}
-	pWait(t, 15*time.Second, "every member alive everywhere", func() bool {
+	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
 		return pSeesStatus(nodes, nodes, StatusAlive)
 	})
 	silent, owner := nodes[1], nodes[0] // p1 is p0's ring successor
@@ -56,7 +58,7 @@ func TestBlackHoledPeerDelaysOnlyItsOwnQueue(t *testing.T) {
 		id := fmt.Sprintf("bh-%d", i)
 		on.put(t, id, "web")
 		t0 := time.Now()
-		took := pWait(t, tcpTimeout, id+" on every member but the silent one", func() bool {
+		took := testutil.Wait(t, tcpTimeout, id+" on every member but the silent one", func() bool {
 			for _, p := range others {
 				if !pHasInstance(p, on.name, id) {
 					return false
@@ -75,7 +77,7 @@ func TestBlackHoledPeerDelaysOnlyItsOwnQueue(t *testing.T) {
 		rounds, time.Since(start).Round(time.Millisecond), tcpTimeout, worst.Round(time.Millisecond))
 
 	n.Heal()
-	pWait(t, 20*time.Second, "the silent member catches up", func() bool {
+	testutil.Wait(t, 20*time.Second, "the silent member catches up", func() bool {
 		for _, p := range others {
 			if silent.Catalog().Version(p.name) != p.Catalog().Version(p.name) {
 				return false

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -39,9 +40,12 @@ type Cluster struct {
 	// with serf's queries (the keyring's), which read that node without
 	// memberlist's lock: serf v0.11's Query races with SetTags otherwise.
 	localMu sync.Mutex
-	keyring *memberlist.Keyring // nil without encryption
-	sealer  Sealer              // protects catalog frames; nil: plain
-	refused refusals            // deltas refused on their signature
+	// installMu serializes LocalChanged, so that states are installed in
+	// the order the owner committed them.
+	installMu sync.Mutex
+	keyring   *memberlist.Keyring // nil without encryption
+	sealer    Sealer              // protects catalog frames; nil: plain
+	refused   refusals            // deltas refused on their signature
 
 	entries       *entryStore // cluster-wide config entries (entries.go)
 	entryRefused  refusals
@@ -49,6 +53,10 @@ type Cluster struct {
 
 	net Network // Config.Network, or the host's sockets
 
+	// ctx is cancelled by Shutdown: it ends the catalog path's dials and
+	// exchanges in flight.
+	ctx          context.Context
+	cancel       context.CancelFunc
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
@@ -75,6 +83,7 @@ func New(cfg Config) (*Cluster, error) {
 		entries:       newEntryStore(),
 		entrySyncKick: make(chan string, 16),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.net = cfg.Network
 	if c.net == nil {
 		c.net = hostNetwork{}
@@ -111,6 +120,15 @@ func (c *Cluster) RPCAddr() string { return c.rpcAddr }
 // Start binds the catalog listener and the gossip ports, then joins the seeds
 // in the background, retrying with backoff until one answers.
 func (c *Cluster) Start() error {
+	if c.cfg.Local != nil {
+		// The first tags peers see carry the local version and floor.
+		c.installMu.Lock()
+		err := c.installLocalLocked(false)
+		c.installMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 	bindIP, bindPort, _ := splitHostPort(c.cfg.BindAddr)
 	advIP, advPort := bindIP, bindPort
 	if c.cfg.AdvertiseAddr != "" {
@@ -258,33 +276,6 @@ func (c *Cluster) tags() map[string]string {
 	tags[TagVersion] = strconv.FormatUint(c.catalog.Version(c.cfg.NodeName), 10)
 	tags[TagFloor] = strconv.FormatUint(c.catalog.floor(c.cfg.NodeName), 10)
 	return tags
-}
-
-// Publish installs the local agent's own catalog, a full delta of its
-// records (tombstones included) at a version above the last one, and starts
-// spreading the change. Reads of the catalog see it when Publish returns.
-//
-// d.Since must be the owner's floor: the oldest version from which d holds
-// every tombstone. An owner with no history (first start, wiped data) must
-// set it to its first version, so that peers holding a previous life of
-// the same name replace it whole.
-func (c *Cluster) Publish(d Delta) error {
-	d.Owner, d.Full = c.cfg.NodeName, true
-	if c.cfg.Attestor != nil {
-		if err := c.attest(&d); err != nil {
-			return err
-		}
-	}
-	prev, ok := c.catalog.publishLocal(&d)
-	if !ok {
-		return fmt.Errorf("gossip: publish version %d: not above %d", d.Version, prev)
-	}
-	c.push.enqueue(d.Owner, prev)
-	select {
-	case c.tagKick <- struct{}{}:
-	default:
-	}
-	return nil
 }
 
 // tagLoop advertises the local catalog version in the serf tags once the
@@ -474,6 +465,7 @@ func (c *Cluster) Shutdown() error {
 	var err error
 	c.shutdownOnce.Do(func() {
 		close(c.stop)
+		c.cancel()
 		if c.serf != nil {
 			err = c.serf.Shutdown()
 		}

@@ -74,6 +74,9 @@ type Config struct {
 	// gossip bind host, one port above the gossip port (ephemeral when the
 	// gossip port is 0).
 	RPCAddr string
+	// Local is this node's own catalog, kept by its owner (see
+	// LocalCatalog). Nil: the node owns no services.
+	Local LocalCatalog
 	// Seeds are gossip addresses to join at start; Start keeps retrying with
 	// backoff in the background until one answers.
 	Seeds []string

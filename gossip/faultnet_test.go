@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -290,7 +291,9 @@ func TestHostNetworkIsTheRealNetwork(t *testing.T) {
 	if _, ok := ln.(*net.TCPListener); !ok {
 		t.Errorf("the host network listened with a %T, want *net.TCPListener", ln)
 	}
-	conn, err := n.Dial("b", ln.Addr().String(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := n.Dial(ctx, "b", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

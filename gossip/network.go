@@ -1,8 +1,8 @@
 package gossip
 
 import (
+	"context"
 	"net"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -28,9 +28,10 @@ type Network interface {
 	// Listen returns the listener of the member's catalog path, bound to
 	// addr (host:port, port 0: any free port). The Cluster closes it.
 	Listen(name, addr string) (net.Listener, error)
-	// Dial opens a catalog stream from the member to addr, giving up
-	// after timeout. The caller closes the connection.
-	Dial(name, addr string, timeout time.Duration) (net.Conn, error)
+	// Dial opens a catalog stream from the member to addr, giving up when
+	// ctx is done (its deadline is the dial timeout; it is also cancelled
+	// when the Cluster shuts down). The caller closes the connection.
+	Dial(ctx context.Context, name, addr string) (net.Conn, error)
 }
 
 // hostNetwork is the host's sockets: what a Cluster uses without a Network.
@@ -43,8 +44,9 @@ func (hostNetwork) GossipTransport(string, string, int) (memberlist.Transport, i
 
 func (hostNetwork) Listen(_, addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
-func (hostNetwork) Dial(_, addr string, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", addr, timeout)
+func (hostNetwork) Dial(ctx context.Context, _, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 var _ Network = hostNetwork{}

@@ -311,11 +311,13 @@ func wantsSince(wants []Want, owner string) uint64 {
 // one hop behind the agent before: everyone gets it, as long as membership
 // views agree, in about log(N) hops.
 //
-// A successor that does not answer (its last exchange failed, or one has
-// hung past stallAfter: a peer that black-holes packets and is not failed
-// yet) would break the ring there, so the first successor that answers is
-// added too; the silent one keeps its place and gets the delta from its
-// queue when it answers again.
+// A successor that cannot take the delta now (an exchange with it is in
+// flight, as one with a peer that black-holes packets and is not failed
+// yet hangs for the TCP timeout, or the last one failed) would hold the
+// ring there, so the first successor that can is added too; the busy one
+// keeps the delta in its queue and gets it when it answers. The random
+// peers are chosen among those that can take it now, when there are
+// enough.
 func (c *Cluster) pushPeers(n int) []string {
 	var ring []Member // ordered by name, as Members returns them
 	for _, m := range c.catalog.Members() {
@@ -326,8 +328,7 @@ func (c *Cluster) pushPeers(n int) []string {
 	if len(ring) == 0 || n < 1 {
 		return nil
 	}
-	now := time.Now()
-	healthy := func(m Member) bool { return c.send.healthy(m.RPCAddr(), now) }
+	healthy := func(m Member) bool { return c.send.ready(m.RPCAddr()) }
 	first := sort.Search(len(ring), func(i int) bool { return ring[i].Name > c.cfg.NodeName }) % len(ring)
 	addrs := []string{ring[first].RPCAddr()}
 	chosen := map[int]bool{first: true}

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -133,14 +134,21 @@ func (c *Cluster) admit(d *Delta, from string) (applyResult, uint64) {
 	return res, prev
 }
 
-// call sends m to the agent serving addr and returns its reply.
+// call sends m to the agent serving addr and returns its reply. The dial,
+// the write and the read share one deadline, the TCP timeout, and
+// Shutdown ends them at once.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
-	conn, err := c.net.Dial(c.cfg.NodeName, addr, c.cfg.Timing.TCPTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timing.TCPTimeout)
+	defer cancel()
+	conn, err := c.net.Dial(ctx, c.cfg.NodeName, addr)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	defer context.AfterFunc(c.ctx, func() { conn.Close() })()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
 	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, m, c.sealer); err != nil {
 		return nil, err
 	}

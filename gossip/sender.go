@@ -64,10 +64,11 @@ func (ss *senders) get(addr string) *sender {
 	return s
 }
 
-// healthy reports whether the peer at addr answers: its last exchange did
-// not fail, and none has been in flight for longer than stallAfter. A peer
-// never talked to is healthy.
-func (ss *senders) healthy(addr string, now time.Time) bool {
+// ready reports whether what is handed to the sender of the peer at addr
+// now goes out now: no exchange is in flight (else it waits behind it,
+// for as long as a black hole holds it) and the last did not fail. A peer
+// never talked to is ready.
+func (ss *senders) ready(addr string) bool {
 	ss.mu.Lock()
 	s := ss.byAddr[addr]
 	ss.mu.Unlock()
@@ -76,7 +77,7 @@ func (ss *senders) healthy(addr string, now time.Time) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.failures == 0 && (s.inFlight.IsZero() || now.Sub(s.inFlight) < ss.c.stallAfter())
+	return s.failures == 0 && s.inFlight.IsZero()
 }
 
 // push queues owners' records (owner → oldest version the peer may hold)

@@ -3,6 +3,8 @@ package gossip
 import (
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestTagsAdvertisedAfterAQuietInterval: a burst of changes costs one tag
@@ -22,7 +24,7 @@ func TestTagsAdvertisedAfterAQuietInterval(t *testing.T) {
 	for i := range 20 {
 		p.put(&Service{ID: "burst", Name: "web", Port: 1000 + i})
 	}
-	waitFor(t, 5*time.Second, "the burst advertised", func() bool {
+	testutil.Wait(t, 5*time.Second, "the burst advertised", func() bool {
 		return seesTag(peer, owner.cfg.NodeName, p.version)
 	})
 	if n := updates() - base; n != 1 {

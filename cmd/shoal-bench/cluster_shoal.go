@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,7 +89,7 @@ func (w trafficWindow) String() string {
 type benchAgents struct {
 	nodes  []*gossip.Cluster
 	names  []string
-	owned  []benchOwner
+	owned  []*benchOwner
 	sent   *memberlistBytes
 	timing gossip.Timing
 	log    io.Writer
@@ -100,13 +98,6 @@ type benchAgents struct {
 	// resyncs counts the agents that joined a seed again during the join
 	// because they still missed members.
 	resyncs int
-}
-
-// benchOwner is what one agent has published: every record, tombstones
-// included, at its latest version.
-type benchOwner struct {
-	version uint64
-	records map[string]gossip.Record
 }
 
 func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResult, err error) {
@@ -191,10 +182,10 @@ func (a *benchAgents) measureKills(ctx context.Context, kills int, res *shoalRes
 // as a fleet rollout would. Agents started long before they join (hundreds
 // of them idle in the process) made the joins of large clusters fail.
 func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
-	a := &benchAgents{log: opts.log, opts: opts, owned: make([]benchOwner, n)}
+	a := &benchAgents{log: opts.log, opts: opts}
 	for i := range n {
 		a.names = append(a.names, fmt.Sprintf("bench-%04d", i))
-		a.owned[i].records = make(map[string]gossip.Record)
+		a.owned = append(a.owned, &benchOwner{})
 	}
 	cfg, err := benchGossipConfig(opts.timing, a.names[0])
 	a.timing = cfg.Timing
@@ -208,6 +199,7 @@ func (a *benchAgents) start() error {
 	if err != nil {
 		return err
 	}
+	cfg.Local = a.owned[i]
 	if a.opts.agentLogs {
 		cfg.Logger = slog.New(slog.NewTextHandler(a.opts.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("agent", a.names[i])
 	}
@@ -402,21 +394,6 @@ func aliveCount(c *gossip.Catalog) int {
 	return n
 }
 
-// change changes one service of agent i, registering it or, with gone,
-// deregistering it, and returns the delta to publish. It does not publish,
-// so that the caller can time it.
-func (a *benchAgents) change(i int, id string, gone bool) gossip.Delta {
-	o := &a.owned[i]
-	o.version = gossip.NextVersion(o.version, time.Now())
-	r := gossip.Record{ID: id, Version: o.version, Deleted: gone}
-	if !gone {
-		r.Service = &gossip.Service{ID: id, Name: "bench", Address: "127.0.0.1", Port: 8080,
-			Tags: []string{"v1"}, Weights: gossip.Weights{Passing: 1, Warning: 1}}
-	}
-	o.records[id] = r
-	return gossip.Delta{Version: o.version, Records: slices.Collect(maps.Values(o.records))}
-}
-
 // waitAll runs start once a watcher per agent (but skip) follows its
 // catalog, then waits until ok holds on every watched agent or the deadline
 // passes. It returns when ok first held on each, zero where it never did.
@@ -489,15 +466,15 @@ func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoa
 	var lat []time.Duration
 	for r := range m {
 		i := rand.IntN(len(a.nodes))
-		d := a.change(i, fmt.Sprintf("reg-%d", r), false)
+		version := a.owned[i].change(fmt.Sprintf("reg-%d", r), false)
 		owner := a.names[i]
 		var t0 time.Time
 		var err error
 		seen := a.waitAll(ctx, 30*time.Second, -1, func(c *gossip.Catalog) bool {
-			return c.Version(owner) >= d.Version
+			return c.Version(owner) >= version
 		}, func() {
 			t0 = time.Now()
-			err = a.nodes[i].Publish(d)
+			err = a.nodes[i].LocalChanged()
 		})
 		if err != nil {
 			return err
@@ -549,9 +526,8 @@ func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate 
 		for next := t0; time.Since(t0) < d && ctx.Err() == nil; next = next.Add(every) {
 			sleepCtx(ctx, time.Until(next))
 			i := rand.IntN(len(a.nodes))
-			_, live := a.owned[i].records["churn"]
-			live = live && !a.owned[i].records["churn"].Deleted
-			if err := a.nodes[i].Publish(a.change(i, "churn", live)); err != nil {
+			a.owned[i].change("churn", a.owned[i].live("churn"))
+			if err := a.nodes[i].LocalChanged(); err != nil {
 				return trafficWindow{}, err
 			}
 		}

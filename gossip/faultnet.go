@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -240,12 +241,21 @@ func (n *FaultNetwork) Listen(local, addr string) (net.Listener, error) {
 }
 
 // Dial opens a catalog stream from the member local (Network).
-func (n *FaultNetwork) Dial(local, addr string, timeout time.Duration) (net.Conn, error) {
-	return n.dial(local, addr, timeout)
+func (n *FaultNetwork) Dial(ctx context.Context, local, addr string) (net.Conn, error) {
+	timeout := time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return n.dialCtx(ctx, local, addr, timeout)
 }
 
 // dial opens a stream from the member local to addr.
 func (n *FaultNetwork) dial(local, addr string, timeout time.Duration) (net.Conn, error) {
+	return n.dialCtx(context.Background(), local, addr, timeout)
+}
+
+// dialCtx is dial that also gives up when ctx is done.
+func (n *FaultNetwork) dialCtx(ctx context.Context, local, addr string, timeout time.Duration) (net.Conn, error) {
 	n.mu.RLock()
 	peer, delay := n.nameLocked(addr), n.delay
 	n.mu.RUnlock()
@@ -261,6 +271,9 @@ func (n *FaultNetwork) dial(local, addr string, timeout time.Duration) (net.Conn
 	// SYN: it connects if the hole closes in time, else it times out.
 	giveUp := time.Now().Add(timeout)
 	for n.stream(local, peer) == streamHole {
+		if err := ctx.Err(); err != nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+		}
 		if !time.Now().Before(giveUp) {
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%s → %s: %w", local, peer, errHoleTimeout)}
 		}
