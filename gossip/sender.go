@@ -184,10 +184,28 @@ func retryDelay(failures int) time.Duration {
 	return d
 }
 
+// waiting reports whether a sender holds work that no goroutine drains.
+func (ss *senders) waiting() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, s := range ss.byAddr {
+		s.mu.Lock()
+		w := !s.running && !s.idleLocked()
+		s.mu.Unlock()
+		if w {
+			return true
+		}
+	}
+	return false
+}
+
 // retry restarts the senders whose backoff is over and whose peer is
 // alive, and forgets those of peers that left or are no longer members. A
 // failed peer keeps its queue until it is alive again (or reaped).
 func (ss *senders) retry(now time.Time) {
+	if !ss.waiting() {
+		return // the common case: nothing to retry, no membership to read
+	}
 	status := make(map[string]MemberStatus)
 	for _, m := range ss.c.catalog.Members() {
 		if addr := m.RPCAddr(); addr != "" {

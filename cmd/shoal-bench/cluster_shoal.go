@@ -27,6 +27,11 @@ type shoalOpts struct {
 	agentLogs     bool // the agents' warnings and errors go to log too
 	kills         int  // agents killed one after the other
 	joinBatch     int  // agents that join at once
+	memory        bool // agents talk through memory, not sockets
+	// dilation is the time dilation k: every timer × k (see dilate).
+	dilation float64
+	// blackhole black-holes one agent and times registrations only.
+	blackhole bool
 }
 
 // shoalResult is what one in-process run of n agents measured.
@@ -49,11 +54,34 @@ type shoalResult struct {
 	// heapMiB and goroutines are per agent, above what the process used
 	// before the agents started.
 	heapMiB, goroutines float64
+	// churnRate is the changes per second of the churn window.
+	churnRate float64
+	// regOnly: only join and registrations were measured (--blackhole).
+	regOnly bool
+}
+
+// bytesPerChange is what one change costs the whole cluster in bytes:
+// the churn window's traffic above the idle window's, per change.
+func (r shoalResult) bytesPerChange() float64 {
+	if r.churnRate <= 0 {
+		return 0
+	}
+	return (r.churn.perNode() - r.idle.perNode()) * float64(r.n) / r.churnRate
+}
+
+// cpuPerChange is the CPU one change costs the whole cluster, in ms.
+func (r shoalResult) cpuPerChange() float64 {
+	if r.churnRate <= 0 {
+		return 0
+	}
+	return 10 * (r.churn.cpuPercent() - r.idle.cpuPercent()) / r.churnRate
 }
 
 // trafficWindow is the gossip traffic and the CPU of one measuring window.
 type trafficWindow struct {
 	n int
+	// d is the window's length in the agents' time: wall time ÷ the
+	// dilation.
 	d time.Duration
 	// udp and tcp are memberlist's bytes (gossip and probes; push/pull
 	// syncs), catalog the catalog path's, sent by all agents.
@@ -94,10 +122,13 @@ type benchAgents struct {
 	timing gossip.Timing
 	log    io.Writer
 	opts   shoalOpts
-	seeds  []string // gossip addresses of the first agents
+	seeds  []string    // gossip addresses of the first agents
+	mem    *memNetwork // with --network memory
 	// resyncs counts the agents that joined a seed again during the join
 	// because they still missed members.
 	resyncs int
+	// silent is the black-holed agent (--blackhole); -1: none.
+	silent int
 }
 
 func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResult, err error) {
@@ -118,15 +149,30 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	}
 	defer a.shutdown()
 	a.sent = sent
+	k := opts.dilation
 	if res.join, err = a.join(ctx, joinBatch(opts.joinBatch, n)); err != nil {
 		return res, err
 	}
+	res.join = time.Duration(float64(res.join) / k)
 	fmt.Fprintf(opts.log, "joined: all %d agents see %d alive in %s (%d re-syncs with a seed)\n", n, n, benchDur(res.join), a.resyncs)
 	a.settle(ctx)
 	failures := a.failures()
 
+	if opts.blackhole {
+		// The ring successor of agent 0 (never a seed's only peer).
+		a.silent = min(3, n-1)
+		a.mem.blackHole(a.names[a.silent])
+		fmt.Fprintf(opts.log, "black-holed %s\n", a.names[a.silent])
+		res.regOnly = true
+	}
 	if err := a.measureRegistrations(ctx, opts.registrations, &res); err != nil {
 		return res, err
+	}
+	if opts.blackhole {
+		if m, ok := a.nodes[0].Catalog().Member(a.names[a.silent]); ok {
+			fmt.Fprintf(opts.log, "after the registrations %s is %s in %s's view\n", a.names[a.silent], m.Status, a.names[0])
+		}
+		return res, ctx.Err()
 	}
 	a.settle(ctx)
 	runtime.GC()
@@ -136,11 +182,20 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	res.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
 	fmt.Fprintf(opts.log, "memory: %.2f MiB heap and %.1f goroutines per agent\n", res.heapMiB, res.goroutines)
 
-	window := max(opts.window, pushPullPeriod(a.timing.PushPullInterval, n))
+	// The window in wall time: --window of the agents' time, and below
+	// 100 agents at least one push/pull period, so that every agent's
+	// full-state sync is counted. Each agent's syncs start at a random
+	// offset, so from 100 agents on a shorter window counts its share
+	// of them.
+	window := time.Duration(float64(opts.window) * k)
+	if n < 100 {
+		window = max(window, pushPullPeriod(a.timing.PushPullInterval, n))
+	}
 	if res.idle, err = a.measureTraffic(ctx, window, 0); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(opts.log, "idle: %s\n", res.idle)
+	res.churnRate = opts.churnRate
 	if res.churn, err = a.measureTraffic(ctx, window, opts.churnRate); err != nil {
 		return res, err
 	}
@@ -154,6 +209,8 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 		res.falseFailures += int(f - failures[i])
 	}
 	res.falseFailures -= victimFails
+	res.kill = time.Duration(float64(res.kill) / k)
+	res.killDeadline = time.Duration(float64(res.killDeadline) / k)
 	fmt.Fprintf(opts.log, "kills: median %s, %d false failures\n", benchDur(res.kill), res.falseFailures)
 	return res, ctx.Err()
 }
@@ -182,12 +239,15 @@ func (a *benchAgents) measureKills(ctx context.Context, kills int, res *shoalRes
 // as a fleet rollout would. Agents started long before they join (hundreds
 // of them idle in the process) made the joins of large clusters fail.
 func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
-	a := &benchAgents{log: opts.log, opts: opts}
+	a := &benchAgents{log: opts.log, opts: opts, silent: -1}
 	for i := range n {
 		a.names = append(a.names, fmt.Sprintf("bench-%04d", i))
 		a.owned = append(a.owned, &benchOwner{})
 	}
-	cfg, err := benchGossipConfig(opts.timing, a.names[0])
+	if opts.memory {
+		a.mem = newMemNetwork()
+	}
+	cfg, err := benchGossipConfig(opts.timing, a.names[0], opts.dilation)
 	a.timing = cfg.Timing
 	return a, err
 }
@@ -195,9 +255,12 @@ func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
 // start creates and starts the next agent, not joined yet.
 func (a *benchAgents) start() error {
 	i := len(a.nodes)
-	cfg, err := benchGossipConfig(a.opts.timing, a.names[i])
+	cfg, err := benchGossipConfig(a.opts.timing, a.names[i], a.opts.dilation)
 	if err != nil {
 		return err
+	}
+	if a.mem != nil {
+		cfg.Network = a.mem
 	}
 	cfg.Local = a.owned[i]
 	if a.opts.agentLogs {
@@ -466,11 +529,14 @@ func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoa
 	var lat []time.Duration
 	for r := range m {
 		i := rand.IntN(len(a.nodes))
+		for i == a.silent {
+			i = rand.IntN(len(a.nodes))
+		}
 		version := a.owned[i].change(fmt.Sprintf("reg-%d", r), false)
 		owner := a.names[i]
 		var t0 time.Time
 		var err error
-		seen := a.waitAll(ctx, 30*time.Second, -1, func(c *gossip.Catalog) bool {
+		seen := a.waitAll(ctx, 30*time.Second, a.silent, func(c *gossip.Catalog) bool {
 			return c.Version(owner) >= version
 		}, func() {
 			t0 = time.Now()
@@ -479,20 +545,29 @@ func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoa
 		if err != nil {
 			return err
 		}
-		last, missed := lastSeen(seen, t0, -1)
+		last, missed := lastSeen(seen, t0, a.silent)
 		if missed > 0 {
 			res.regMissed++
 			fmt.Fprintf(a.log, "registration %d: %d agents never got it\n", r, missed)
 			continue
 		}
 		lat = append(lat, last)
+		if a.silent >= 0 {
+			// Quickly, so that they all happen before failure
+			// detection declares the silent agent failed.
+			sleepCtx(ctx, a.timing.GossipInterval/2)
+			continue
+		}
 		sleepCtx(ctx, 5*a.timing.GossipInterval)
 	}
 	res.regP50, res.regP99 = percentiles(lat)
 	// The version check above is what the watchers use; check once that
 	// the instances are really there, attached to their owners.
 	wrong := 0
-	for _, c := range a.nodes {
+	for i, c := range a.nodes {
+		if i == a.silent {
+			continue
+		}
 		if len(c.Catalog().Instances("bench")) != m {
 			wrong++
 		}
@@ -519,10 +594,11 @@ func (a *benchAgents) traffic() (udp, tcp, catalog uint64) {
 func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate float64) (trafficWindow, error) {
 	udp0, tcp0, cat0 := a.traffic()
 	cpu0, t0 := cpuTime(), time.Now()
+	k := a.opts.dilation
 	if rate == 0 {
 		sleepCtx(ctx, d)
 	} else {
-		every := time.Duration(float64(time.Second) / rate)
+		every := time.Duration(float64(time.Second) * k / rate) // rate is per second of the agents' time
 		for next := t0; time.Since(t0) < d && ctx.Err() == nil; next = next.Add(every) {
 			sleepCtx(ctx, time.Until(next))
 			i := rand.IntN(len(a.nodes))
@@ -534,7 +610,7 @@ func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate 
 		sleepCtx(ctx, time.Until(t0.Add(d)))
 	}
 	udp1, tcp1, cat1 := a.traffic()
-	return trafficWindow{n: len(a.nodes), d: time.Since(t0), udp: udp1 - udp0, tcp: tcp1 - tcp0,
+	return trafficWindow{n: len(a.nodes), d: time.Duration(float64(time.Since(t0)) / k), udp: udp1 - udp0, tcp: tcp1 - tcp0,
 		catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
 }
 
