@@ -23,6 +23,7 @@ type shoalOpts struct {
 	registrations int
 	window        time.Duration
 	churnRate     float64
+	churnBurst    int // services each churn event changes on one agent
 	log           io.Writer
 	agentLogs     bool // the agents' warnings and errors go to log too
 	kills         int  // agents killed one after the other
@@ -195,11 +196,11 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 		return res, err
 	}
 	fmt.Fprintf(opts.log, "idle: %s\n", res.idle)
-	res.churnRate = opts.churnRate
+	res.churnRate = opts.churnRate * float64(opts.churnBurst)
 	if res.churn, err = a.measureTraffic(ctx, window, opts.churnRate); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(opts.log, "churn (%.1f changes/s): %s\n", opts.churnRate, res.churn)
+	fmt.Fprintf(opts.log, "churn (%.1f events/s of %d changes): %s\n", opts.churnRate, opts.churnBurst, res.churn)
 	a.settle(ctx)
 
 	victimFails := a.measureKills(ctx, opts.kills, &res)
@@ -602,9 +603,12 @@ func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate 
 		for next := t0; time.Since(t0) < d && ctx.Err() == nil; next = next.Add(every) {
 			sleepCtx(ctx, time.Until(next))
 			i := rand.IntN(len(a.nodes))
-			a.owned[i].change("churn", a.owned[i].live("churn"))
-			if err := a.nodes[i].LocalChanged(); err != nil {
-				return trafficWindow{}, err
+			for b := range a.opts.churnBurst {
+				id := fmt.Sprintf("churn-%d", b)
+				a.owned[i].change(id, a.owned[i].live(id))
+				if err := a.nodes[i].LocalChanged(); err != nil {
+					return trafficWindow{}, err
+				}
 			}
 		}
 		sleepCtx(ctx, time.Until(t0.Add(d)))
