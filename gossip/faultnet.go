@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// FaultNetwork is a Network for in-process test clusters that can
+// FaultNetwork is a helper for tests: a Network for in-process test
+// clusters that can
 // partition, drop, lose, delay and black-hole the traffic between members.
 // Every member of the test cluster shares one through Config.Network; it
 // then carries both memberlist's gossip (UDP packets and TCP streams) and

@@ -50,8 +50,8 @@ ephemeral ports (the gossip layer alone: no HTTP API, no proxy) and measures:
 Each traffic window lasts --window and, below 100 agents, at least one
 memberlist push/pull period at that N (30 s at LAN timing, growing with
 log2 N past 32 agents), so that every agent's full-state sync is counted;
-from 100 agents on, the syncs' random offsets make a shorter window count
-its share of them.
+from 100 agents on, memberlist's TCP bytes are the syncs' in the window,
+per sync, times one sync per agent per period.
 
 --network memory carries the agents' traffic through memory instead of
 sockets, and --dilation k multiplies every timer by k (see BENCHMARKS.md):

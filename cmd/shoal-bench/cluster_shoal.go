@@ -88,6 +88,23 @@ type trafficWindow struct {
 	// syncs), catalog the catalog path's, sent by all agents.
 	udp, tcp, catalog uint64
 	cpu               time.Duration
+	// pushPulls are the full-state syncs in the window; period is how
+	// often each agent starts one (memberlist's scaled push/pull
+	// interval), in the agents' time.
+	pushPulls uint64
+	period    time.Duration
+}
+
+// tcpPerNode is memberlist's TCP bytes per agent per second in steady
+// state: the bytes of one sync times one sync per agent per period. A
+// window shorter than the period catches some agents' syncs and not
+// others' (they are not spread evenly: each agent's phase is set when it
+// starts), so the count of its own syncs would be noise.
+func (w trafficWindow) tcpPerNode() float64 {
+	if w.pushPulls == 0 || w.period <= 0 {
+		return float64(w.tcp) / float64(w.n) / w.d.Seconds()
+	}
+	return float64(w.tcp) / float64(w.pushPulls) / w.period.Seconds()
 }
 
 // perNode is the bytes each agent sent per second, both layers together.
@@ -96,7 +113,7 @@ func (w trafficWindow) perNode() float64 {
 	if w.d <= 0 || w.n == 0 {
 		return 0
 	}
-	return float64(w.udp+w.tcp+w.catalog) / float64(w.n) / w.d.Seconds()
+	return float64(w.udp+w.catalog)/float64(w.n)/w.d.Seconds() + w.tcpPerNode()
 }
 
 // cpuPercent is the process's CPU use in the window, in percent of one core.
@@ -109,8 +126,9 @@ func (w trafficWindow) cpuPercent() float64 {
 
 func (w trafficWindow) String() string {
 	perSec := func(b uint64) float64 { return float64(b) / float64(w.n) / w.d.Seconds() }
-	return fmt.Sprintf("%.0f B/s/node (memberlist udp %.0f + tcp %.0f, catalog %.0f) over %s, cpu %.0f%%",
-		w.perNode(), perSec(w.udp), perSec(w.tcp), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent())
+	return fmt.Sprintf("%.0f B/s/node (memberlist udp %.0f + tcp %.0f, catalog %.0f) over %s, cpu %.0f%%; %d push/pulls of %.0f B",
+		w.perNode(), perSec(w.udp), w.tcpPerNode(), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent(),
+		w.pushPulls, float64(w.tcp)/float64(max(w.pushPulls, 1)))
 }
 
 // benchAgents are n gossip agents in this process, on loopback. Each
@@ -185,9 +203,9 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 
 	// The window in wall time: --window of the agents' time, and below
 	// 100 agents at least one push/pull period, so that every agent's
-	// full-state sync is counted. Each agent's syncs start at a random
-	// offset, so from 100 agents on a shorter window counts its share
-	// of them.
+	// full-state sync is counted. From 100 agents on, the syncs in the
+	// window tell the bytes of one, and the steady rate follows from the
+	// period (see tcpPerNode).
 	window := time.Duration(float64(opts.window) * k)
 	if n < 100 {
 		window = max(window, pushPullPeriod(a.timing.PushPullInterval, n))
@@ -594,6 +612,7 @@ func (a *benchAgents) traffic() (udp, tcp, catalog uint64) {
 // change at rate per second across the cluster (none: idle).
 func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate float64) (trafficWindow, error) {
 	udp0, tcp0, cat0 := a.traffic()
+	pp0 := a.sent.pushPulls.Load()
 	cpu0, t0 := cpuTime(), time.Now()
 	k := a.opts.dilation
 	if rate == 0 {
@@ -615,7 +634,8 @@ func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate 
 	}
 	udp1, tcp1, cat1 := a.traffic()
 	return trafficWindow{n: len(a.nodes), d: time.Duration(float64(time.Since(t0)) / k), udp: udp1 - udp0, tcp: tcp1 - tcp0,
-		catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
+		catalog: cat1 - cat0, cpu: cpuTime() - cpu0, pushPulls: a.sent.pushPulls.Load() - pp0,
+		period: time.Duration(float64(pushPullPeriod(a.timing.PushPullInterval, len(a.nodes))) / k)}, ctx.Err()
 }
 
 // measureKill shuts agent victim down without leaving, as a crash would,
