@@ -368,8 +368,9 @@ func printClusterGoals(w io.Writer, rows []clusterRow) {
 		}
 	}
 	for _, r := range rows {
-		if cpu := max(r.shoal.idle.cpuPercent(), r.shoal.churn.cpuPercent()); cpu >= 90*float64(runtime.NumCPU()) {
-			fmt.Fprintf(w, "note: N=%d kept the CPUs busy (%.0f%% of %d00%%): its times include waiting for a CPU\n",
+		// The wall time's CPU: the table's is per second of the agents' time.
+		if cpu := max(r.shoal.idle.cpuPercent(), r.shoal.churn.cpuPercent()) / max(r.shoal.dilation, 1); cpu >= 90*float64(runtime.NumCPU()) {
+			fmt.Fprintf(w, "note: N=%d kept the CPUs busy (%.0f%% of %d00%% of wall time): its times include waiting for a CPU\n",
 				r.n, cpu, runtime.NumCPU())
 		}
 		if r.load > float64(runtime.NumCPU()) {

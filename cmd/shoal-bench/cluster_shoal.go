@@ -59,6 +59,9 @@ type shoalResult struct {
 	churnRate float64
 	// regOnly: only join and registrations were measured (--blackhole).
 	regOnly bool
+	// dilation is the run's k: its CPU % are per second of the agents'
+	// time, k times the wall time's.
+	dilation float64
 }
 
 // bytesPerChange is what one change costs the whole cluster in bytes:
@@ -151,7 +154,7 @@ type benchAgents struct {
 }
 
 func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResult, err error) {
-	res.n = n
+	res.n, res.dilation = n, opts.dilation
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
