@@ -35,12 +35,19 @@ func (c *Cluster) serveRPC() {
 // serveConn answers one request on conn, or hands it to the mesh.
 func (c *Cluster) serveConn(conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	// A peer gone silent mid-request would hold this goroutine, and so
+	// Shutdown, until the deadline: Shutdown closes the connection.
+	stopClosing := context.AfterFunc(c.ctx, func() { conn.Close() })
+	defer stopClosing()
 	// One port between nodes: catalog frames open with a frame kind (0 or
 	// 1), the mesh with a TLS handshake record.
 	br := bufio.NewReaderSize(conn, 16)
 	if first, err := br.Peek(1); err == nil && first[0] == tlsHandshakeRecord && c.cfg.TLSHandler != nil {
+		if !stopClosing() {
+			return // shutting down: already closed
+		}
 		_ = conn.SetDeadline(time.Time{})
-		c.cfg.TLSHandler(&peekedConn{Conn: conn, r: br})
+		c.cfg.TLSHandler(&peekedConn{Conn: conn, r: br}) // the mesh owns it now
 		return
 	}
 	defer conn.Close()
