@@ -126,21 +126,20 @@ func (o *ownerState) digestAfter(d *Delta) []byte {
 	return digestOf(live)
 }
 
-// attest signs the local owner's full delta d.
-func (c *Cluster) attest(d *Delta) error {
-	live := make(map[string]*Record, len(d.Records))
-	for i := range d.Records {
-		if r := &d.Records[i]; !r.Deleted && r.Service != nil && r.Version <= d.Version {
-			live[r.ID] = r
+// attest signs the local catalog st.
+func (c *Cluster) attest(st LocalState) (*Attestation, error) {
+	live := make(map[string]*Record)
+	for r := range st.Changes(0) {
+		if !r.Deleted && r.Service != nil && r.Version <= st.Version() {
+			live[r.ID] = &r
 		}
 	}
 	digest := digestOf(live)
-	sig, cert, err := c.cfg.Attestor.Sign(headMessage(d.Owner, d.Version, digest))
+	sig, cert, err := c.cfg.Attestor.Sign(headMessage(c.cfg.NodeName, st.Version(), digest))
 	if err != nil {
-		return fmt.Errorf("gossip: sign catalog version %d: %w", d.Version, err)
+		return nil, fmt.Errorf("gossip: sign catalog version %d: %w", st.Version(), err)
 	}
-	d.Att = &Attestation{Version: d.Version, Digest: digest, Sig: sig, Cert: cert}
-	return nil
+	return &Attestation{Version: st.Version(), Digest: digest, Sig: sig, Cert: cert}, nil
 }
 
 // errRefused is a delta refused on its attestation.

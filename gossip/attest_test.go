@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // keyAttestor is a test Attestor: every node has an ECDSA key, and the
@@ -91,7 +93,7 @@ func TestSignedCatalogReplicates(t *testing.T) {
 		cfg.Attestor = cs[0].cfg.Attestor.(*keyAttestor).withSelf("late")
 		return cfg
 	}())
-	waitFor(t, 10*time.Second, "the late joiner holds node1's catalog", func() bool {
+	testutil.Wait(t, 10*time.Second, "the late joiner holds node1's catalog", func() bool {
 		return late.Catalog().Version("node1") == p.version && hasInstance(late, "web", "web-2")
 	})
 	for _, c := range append(cs, late) {
@@ -251,7 +253,7 @@ func TestSignedCatalogRefusesForgedPullReplies(t *testing.T) {
 
 	before := target.Stats().Refused[RefusedSignature]
 	target.pull.want("node0", next, liar.cfg.NodeName)
-	waitFor(t, 5*time.Second, "the forged pull reply refused", func() bool {
+	testutil.Wait(t, 5*time.Second, "the forged pull reply refused", func() bool {
 		return target.Stats().Refused[RefusedSignature] > before
 	})
 	if hasInstance(target, "web", "evil") || target.Catalog().Version("node0") != p.version {
@@ -294,7 +296,7 @@ func TestSignedCatalogForgeryRefusedByEveryMember(t *testing.T) {
 		}
 	}
 	// Give relays and anti-entropy time to spread anything that slipped.
-	pHolds(t, 3*owner.cfg.SyncInterval, "no member holding the forged service", func() bool {
+	testutil.Holds(t, 3*owner.cfg.SyncInterval, "no member holding the forged service", func() bool {
 		for _, c := range cs {
 			if c == liar {
 				continue

@@ -36,7 +36,12 @@ type Catalog struct {
 	// the digest its owner signed (see attest.go); set before any apply.
 	signed bool
 
-	mu      sync.RWMutex // guards the fields below
+	mu sync.RWMutex // guards the fields below
+	// localSt is the local catalog as its owner last committed it (see
+	// LocalCatalog), shared, never copied; localAtt is its signature.
+	localSt  LocalState
+	localAtt *Attestation
+	// owners are the replicas of every other owner's catalog.
 	owners  map[string]*ownerState
 	members map[string]*Member
 	// left remembers the last version of owners that left, so that a late
@@ -55,6 +60,7 @@ func newCatalog(local string, now func() time.Time) *Catalog {
 	c := &Catalog{
 		local:   local,
 		now:     now,
+		localSt: emptyLocal{},
 		owners:  make(map[string]*ownerState),
 		members: make(map[string]*Member),
 		left:    make(map[string]uint64),
@@ -91,6 +97,9 @@ func (c *Catalog) bumpLocked() {
 func (c *Catalog) Version(owner string) uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if owner == c.local {
+		return c.localSt.Version()
+	}
 	if o := c.owners[owner]; o != nil {
 		return o.version
 	}
@@ -101,6 +110,9 @@ func (c *Catalog) Version(owner string) uint64 {
 func (c *Catalog) floor(owner string) uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if owner == c.local {
+		return c.localSt.Floor()
+	}
 	if o := c.owners[owner]; o != nil {
 		return o.floor
 	}
@@ -144,28 +156,20 @@ func (c *Catalog) applyFrom(d *Delta) (applyResult, uint64) {
 	return c.applyOwnerLocked(d.Owner, o, d), prev
 }
 
-// publishLocal installs the local agent's own catalog. It reports the version
-// held before, from which peers need a delta.
-func (c *Catalog) publishLocal(d *Delta) (prev uint64, ok bool) {
+// setLocal serves a newer committed state of the local catalog, with its
+// signature. It reports the version served before, from which peers need
+// a delta, and whether st was newer.
+func (c *Catalog) setLocal(st LocalState, att *Attestation) (prev uint64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	o := c.owners[c.local]
-	if o == nil {
-		o = newOwnerState()
-		c.owners[c.local] = o
-	}
-	prev = o.version
-	// The floor never goes down: tombstones this catalog reaped stay reaped
-	// even if the owner's next snapshot still claims an older floor.
-	d.Since = max(d.Since, o.floor)
-	if prev == 0 && d.Since == 0 {
-		// This process's first publish without a floor: assume no history,
-		// so that replicas of a previous life are replaced whole.
-		d.Since = d.Version
-	}
-	if c.applyOwnerLocked(c.local, o, d) != applyApplied {
+	old := c.localSt
+	prev = old.Version()
+	if st.Version() <= prev {
 		return prev, false
 	}
+	c.localSt, c.localAtt = st, att
+	c.bumpLocked()
+	c.reindexLocalLocked(old, st)
 	return prev, true
 }
 
@@ -174,6 +178,12 @@ func (c *Catalog) publishLocal(d *Delta) (prev uint64, ok bool) {
 func (c *Catalog) deltaSince(owner string, since uint64) (Delta, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if owner == c.local {
+		if c.localSt.Version() <= since {
+			return Delta{}, false
+		}
+		return localDelta(owner, c.localSt, c.localAtt, since), true
+	}
 	o := c.owners[owner]
 	if o == nil || o.version <= since {
 		return Delta{}, false
@@ -185,9 +195,12 @@ func (c *Catalog) deltaSince(owner string, since uint64) (Delta, bool) {
 func (c *Catalog) versions() map[string]uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make(map[string]uint64, len(c.owners))
+	out := make(map[string]uint64, len(c.owners)+1)
 	for name, o := range c.owners {
 		out[name] = o.version
+	}
+	if v := c.localSt.Version(); v > 0 {
+		out[c.local] = v
 	}
 	return out
 }
@@ -271,7 +284,8 @@ func sameMember(a, b *Member) bool {
 	return true
 }
 
-// reapTombstones drops tombstones older than ttl from every owner's state.
+// reapTombstones drops tombstones older than ttl from every replica. The
+// local catalog's are its owner's to reap (see LocalCatalog).
 func (c *Catalog) reapTombstones(ttl time.Duration) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -310,18 +324,28 @@ func (c *Catalog) Services() map[string][]string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	seen := make(map[string]map[string]bool)
+	add := func(s *Service) {
+		tags := seen[s.Name]
+		if tags == nil {
+			tags = make(map[string]bool)
+			seen[s.Name] = tags
+		}
+		for _, t := range s.Tags {
+			tags[t] = true
+		}
+	}
 	for owner, o := range c.owners {
-		if m, ok := c.members[owner]; !ok || (owner != c.local && m.CatalogFloor() > o.version) {
+		if m, ok := c.members[owner]; !ok || m.CatalogFloor() > o.version {
 			continue // not a member, or a previous life of one (see instances)
 		}
 		for _, s := range o.services() {
-			tags := seen[s.Name]
-			if tags == nil {
-				tags = make(map[string]bool)
-				seen[s.Name] = tags
-			}
-			for _, t := range s.Tags {
-				tags[t] = true
+			add(s)
+		}
+	}
+	if _, ok := c.members[c.local]; ok {
+		for r := range c.localSt.Changes(0) {
+			if liveName(r) != "" {
+				add(r.Service)
 			}
 		}
 	}
@@ -372,14 +396,21 @@ func (c *Catalog) instances(keep func(owner string, s *Service) bool) []Instance
 			out = append(out, Instance{Node: *m, Service: r.Service, Version: r.Version})
 		}
 	}
+	if m, ok := c.members[c.local]; ok {
+		for r := range c.localSt.Changes(0) {
+			if liveName(r) != "" && keep(c.local, r.Service) {
+				out = append(out, Instance{Node: *m, Service: r.Service, Version: r.Version})
+			}
+		}
+	}
 	sortInstances(out)
 	return out
 }
 
-// visibleLocked reports whether owner's records are shown. A replica older
-// than the owner's floor is a previous life of an owner that came back with
-// a wiped data dir, never to be shown as alive; the pull that its tags
-// started replaces it in a moment. Call with mu held.
-func (c *Catalog) visibleLocked(owner string, o *ownerState, m *Member) bool {
-	return owner == c.local || m.CatalogFloor() <= o.version
+// visibleLocked reports whether a replica of owner's records is shown. A
+// replica older than the owner's floor is a previous life of an owner that
+// came back with a wiped data dir, never to be shown as alive; the pull
+// that its tags started replaces it in a moment. Call with mu held.
+func (c *Catalog) visibleLocked(_ string, o *ownerState, m *Member) bool {
+	return m.CatalogFloor() <= o.version
 }

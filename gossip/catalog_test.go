@@ -88,7 +88,7 @@ func TestCatalogIgnoresDeltasAboutTheLocalNode(t *testing.T) {
 	}
 
 	// The local node's own state comes through publishLocal.
-	prev, ok := c.publishLocal(&Delta{Owner: "me", Version: 20, Full: true, Records: []Record{{ID: "db-1", Version: 20, Service: svc("db-1", "db")}}})
+	prev, ok := publishLocal(c, &Delta{Owner: "me", Version: 20, Full: true, Records: []Record{{ID: "db-1", Version: 20, Service: svc("db-1", "db")}}})
 	if !ok || prev != 0 {
 		t.Fatalf("publishLocal = %d, %v; want 0, true", prev, ok)
 	}
@@ -100,10 +100,10 @@ func TestCatalogIgnoresDeltasAboutTheLocalNode(t *testing.T) {
 	if got := c.Instances("db"); len(got) != 1 {
 		t.Errorf("a peer's delta about me deleted my service")
 	}
-	if prev, ok := c.publishLocal(&Delta{Owner: "me", Version: 20, Full: true}); ok || prev != 20 {
+	if prev, ok := publishLocal(c, &Delta{Owner: "me", Version: 20, Full: true}); ok || prev != 20 {
 		t.Errorf("publishLocal of the same version = %d, %v; want 20, false", prev, ok)
 	}
-	if prev, ok := c.publishLocal(&Delta{Owner: "me", Version: 21, Full: true}); !ok || prev != 20 {
+	if prev, ok := publishLocal(c, &Delta{Owner: "me", Version: 21, Full: true}); !ok || prev != 20 {
 		t.Errorf("publishLocal of a newer version = %d, %v; want 20, true", prev, ok)
 	}
 	if got := c.Instances("db"); len(got) != 0 {
@@ -191,7 +191,7 @@ func TestCatalogQueries(t *testing.T) {
 		c.setMember(member(n, StatusAlive))
 	}
 	web := func(id string, tags ...string) *Service { s := svc(id, "web"); s.Tags = tags; return s }
-	c.publishLocal(&Delta{Owner: "me", Version: 5, Full: true, Records: []Record{{ID: "web-0", Version: 5, Service: web("web-0", "local")}}})
+	publishLocal(c, &Delta{Owner: "me", Version: 5, Full: true, Records: []Record{{ID: "web-0", Version: 5, Service: web("web-0", "local")}}})
 	mustApply(t, c, Delta{Owner: "b", Version: 10, Records: []Record{
 		{ID: "web-2", Version: 9, Service: web("web-2", "v2", "canary")},
 		{ID: "web-1", Version: 10, Service: web("web-1", "v1")},
@@ -288,7 +288,7 @@ func TestCatalogMemberLeftTakesItsServices(t *testing.T) {
 func TestCatalogLocalMemberLeftKeepsLocalServices(t *testing.T) {
 	c := newCatalog("me", newFakeClock().Now)
 	c.setMember(member("me", StatusAlive))
-	c.publishLocal(&Delta{Owner: "me", Version: 5, Full: true, Records: []Record{{ID: "web-0", Version: 5, Service: svc("web-0", "web")}}})
+	publishLocal(c, &Delta{Owner: "me", Version: 5, Full: true, Records: []Record{{ID: "web-0", Version: 5, Service: svc("web-0", "web")}}})
 	c.setMember(member("me", StatusLeft))
 	if v := c.Version("me"); v != 5 {
 		t.Errorf("the local node leaving dropped its own catalog (version %d)", v)
@@ -331,9 +331,9 @@ func TestCatalogReapTombstones(t *testing.T) {
 	c := newCatalog("me", clock.Now)
 	at := func(d time.Duration) uint64 { return uint64(clock.Now().Add(d).UnixMicro()) }
 	mustApply(t, c, Delta{Owner: "b", Version: at(0), Records: []Record{tomb("x", at(-2*time.Hour)), tomb("y", at(0)), live("z", at(-3*time.Hour))}}, applyApplied)
-	c.publishLocal(&Delta{Owner: "me", Version: at(0), Full: true, Records: []Record{tomb("q", at(-2*time.Hour))}})
-	if n := c.reapTombstones(time.Hour); n != 2 {
-		t.Errorf("reaped %d, want 2 (x of b and q of me)", n)
+	publishLocal(c, &Delta{Owner: "me", Version: at(0), Full: true, Records: []Record{tomb("q", at(-2*time.Hour))}})
+	if n := c.reapTombstones(time.Hour); n != 1 {
+		t.Errorf("reaped %d, want 1 (x of b; q of me is its owner's to reap)", n)
 	}
 	clock.Advance(2 * time.Hour)
 	if n := c.reapTombstones(time.Hour); n != 1 {

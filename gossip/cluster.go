@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ type Cluster struct {
 	catalog *Catalog
 	push    *pusher
 	pull    *puller
+	send    *senders // one per peer (sender.go)
 	stats   stats
 
 	serf    *serf.Serf
@@ -38,14 +40,23 @@ type Cluster struct {
 	// with serf's queries (the keyring's), which read that node without
 	// memberlist's lock: serf v0.11's Query races with SetTags otherwise.
 	localMu sync.Mutex
-	keyring *memberlist.Keyring // nil without encryption
-	sealer  Sealer              // protects catalog frames; nil: plain
-	refused refusals            // deltas refused on their signature
+	// installMu serializes LocalChanged, so that states are installed in
+	// the order the owner committed them.
+	installMu sync.Mutex
+	keyring   *memberlist.Keyring // nil without encryption
+	sealer    Sealer              // protects catalog frames; nil: plain
+	refused   refusals            // deltas refused on their signature
 
 	entries       *entryStore // cluster-wide config entries (entries.go)
 	entryRefused  refusals
 	entrySyncKick chan string // a member to exchange entries with now
 
+	net Network // Config.Network, or the host's sockets
+
+	// ctx is cancelled by Shutdown: it ends the catalog path's dials and
+	// exchanges in flight.
+	ctx          context.Context
+	cancel       context.CancelFunc
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
@@ -72,9 +83,15 @@ func New(cfg Config) (*Cluster, error) {
 		entries:       newEntryStore(),
 		entrySyncKick: make(chan string, 16),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.net = cfg.Network
+	if c.net == nil {
+		c.net = hostNetwork{}
+	}
 	c.catalog.signed = cfg.Attestor != nil
 	c.push = newPusher(c)
 	c.pull = newPuller(c)
+	c.send = newSenders(c)
 	kr, err := newKeyring(cfg.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -103,6 +120,15 @@ func (c *Cluster) RPCAddr() string { return c.rpcAddr }
 // Start binds the catalog listener and the gossip ports, then joins the seeds
 // in the background, retrying with backoff until one answers.
 func (c *Cluster) Start() error {
+	if c.cfg.Local != nil {
+		// The first tags peers see carry the local version and floor.
+		c.installMu.Lock()
+		err := c.installLocalLocked(false)
+		c.installMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 	bindIP, bindPort, _ := splitHostPort(c.cfg.BindAddr)
 	advIP, advPort := bindIP, bindPort
 	if c.cfg.AdvertiseAddr != "" {
@@ -123,20 +149,21 @@ func (c *Cluster) Start() error {
 		}
 		rpcBind = net.JoinHostPort(bindIP.String(), strconv.Itoa(port))
 	}
-	ln, err := net.Listen("tcp", rpcBind)
+	ln, err := c.net.Listen(c.cfg.NodeName, rpcBind)
 	if err != nil {
 		return fmt.Errorf("gossip: catalog listener: %w", err)
 	}
 	rpcPort := ln.Addr().(*net.TCPAddr).Port
 	c.rpcAddr = net.JoinHostPort(advIP.String(), strconv.Itoa(rpcPort))
-	c.ln = c.cfg.Network.listen(c.cfg.NodeName, ln, c.rpcAddr)
+	c.ln = ln
 
 	sc := c.serfConfig(bindIP, bindPort, advIP, advPort)
 	// Binding is I/O, so it happens here rather than in serfConfig.
-	if err := c.cfg.Network.attach(c.cfg.NodeName, sc.MemberlistConfig); err != nil {
+	if err := c.attachTransport(sc.MemberlistConfig); err != nil {
 		ln.Close()
 		return fmt.Errorf("gossip: bind %s: %w", c.cfg.BindAddr, err)
 	}
+	advPort = sc.MemberlistConfig.AdvertisePort
 	s, err := serf.Create(sc)
 	if err != nil {
 		ln.Close()
@@ -162,6 +189,26 @@ func (c *Cluster) Start() error {
 	}
 	c.log.Info("gossip started", "node", c.cfg.NodeName, "bind", c.cfg.BindAddr,
 		"advertise", net.JoinHostPort(advIP.String(), strconv.Itoa(advPort)), "catalog", c.rpcAddr)
+	return nil
+}
+
+// attachTransport installs the Network's gossip transport, if it has one,
+// as ml.Transport. Memberlist only resolves a bind port of 0 when it creates
+// its own transport, so the port the Network bound is written back as the
+// bind port (which memberlist also advertises in some messages) and, when
+// none was set, the advertise port.
+func (c *Cluster) attachTransport(ml *memberlist.Config) error {
+	t, port, err := c.net.GossipTransport(c.cfg.NodeName, ml.BindAddr, ml.BindPort)
+	if err != nil || t == nil {
+		return err
+	}
+	if ml.BindPort == 0 {
+		ml.BindPort = port
+		if ml.AdvertisePort == 0 {
+			ml.AdvertisePort = port
+		}
+	}
+	ml.Transport = t
 	return nil
 }
 
@@ -231,43 +278,38 @@ func (c *Cluster) tags() map[string]string {
 	return tags
 }
 
-// Publish installs the local agent's own catalog, a full delta of its
-// records (tombstones included) at a version above the last one, and starts
-// spreading the change. Reads of the catalog see it when Publish returns.
-//
-// d.Since must be the owner's floor: the oldest version from which d holds
-// every tombstone. An owner with no history (first start, wiped data) must
-// set it to its first version, so that peers holding a previous life of
-// the same name replace it whole.
-func (c *Cluster) Publish(d Delta) error {
-	d.Owner, d.Full = c.cfg.NodeName, true
-	if c.cfg.Attestor != nil {
-		if err := c.attest(&d); err != nil {
-			return err
-		}
-	}
-	prev, ok := c.catalog.publishLocal(&d)
-	if !ok {
-		return fmt.Errorf("gossip: publish version %d: not above %d", d.Version, prev)
-	}
-	c.push.enqueue(d.Owner, prev)
-	select {
-	case c.tagKick <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// tagLoop advertises the local catalog version in the serf tags, at most once
-// per TagInterval so that bursts of changes cost one broadcast.
+// tagLoop advertises the local catalog version in the serf tags once the
+// catalog has been quiet for TagInterval, or TagMaxDelay after the first
+// change not advertised yet when changes never stop: every tag update is a
+// broadcast that each member retransmits, so a burst costs one.
 func (c *Cluster) tagLoop() {
 	defer c.wg.Done()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	pending := false
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-c.tagKick:
+			if !pending {
+				pending = true
+				due.Reset(c.cfg.TagMaxDelay)
+			}
+			quiet.Reset(c.cfg.TagInterval)
+			continue
+		case <-quiet.C:
+		case <-due.C:
 		}
+		if !pending {
+			continue
+		}
+		pending = false
+		quiet.Stop()
+		due.Stop()
+		c.stats.tagUpdates.Add(1)
 		c.localMu.Lock()
 		err := c.serf.SetTags(c.tags())
 		c.localMu.Unlock()
@@ -275,11 +317,6 @@ func (c *Cluster) tagLoop() {
 			// The tags are set locally either way; only the wait for the
 			// broadcast timed out, and gossip carries them on.
 			c.log.Debug("update tags", "err", err)
-		}
-		select {
-		case <-c.stop:
-			return
-		case <-time.After(c.cfg.TagInterval):
 		}
 	}
 }
@@ -428,6 +465,7 @@ func (c *Cluster) Shutdown() error {
 	var err error
 	c.shutdownOnce.Do(func() {
 		close(c.stop)
+		c.cancel()
 		if c.serf != nil {
 			err = c.serf.Shutdown()
 		}

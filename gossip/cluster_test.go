@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // startCluster starts n in-process agents on loopback with fast timers, all
@@ -33,7 +35,7 @@ func startClusterWith(t *testing.T, n int, mod func(i int, cfg *Config)) []*Clus
 	// Registered after startNode's cleanups, so it runs first: a parallel
 	// shutdown costs the slowest node's Shutdown, not the sum.
 	t.Cleanup(func() { shutdownAll(cs...) })
-	waitFor(t, 10*time.Second, "all members alive", func() bool {
+	testutil.Wait(t, 10*time.Second, "all members alive", func() bool {
 		for _, c := range cs {
 			if countAlive(c) != n {
 				return false
@@ -55,6 +57,9 @@ func shutdownAll(cs ...*Cluster) {
 
 func startNode(t *testing.T, cfg Config) *Cluster {
 	t.Helper()
+	if cfg.Local == nil {
+		cfg.Local = &testOwner{}
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -74,18 +79,6 @@ func countAlive(c *Cluster) int {
 		}
 	}
 	return n
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // publisher mimics an owner: it keeps versioned records and publishes them.
@@ -116,7 +109,7 @@ func (p *publisher) publish() {
 	for _, r := range p.records {
 		d.Records = append(d.Records, r)
 	}
-	if err := p.c.Publish(d); err != nil {
+	if err := ownerOf(p.c).publish(p.c, d); err != nil {
 		panic(err)
 	}
 }
@@ -134,7 +127,7 @@ func TestReplicationReachesEveryNode(t *testing.T) {
 	cs := startCluster(t, 5)
 	p := newPublisher(cs[2])
 	p.put(&Service{ID: "web-1", Name: "web", Port: 8080})
-	waitFor(t, 5*time.Second, "web-1 everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-1 everywhere", func() bool {
 		for _, c := range cs {
 			if !hasInstance(c, "web", "web-1") {
 				return false
@@ -143,7 +136,7 @@ func TestReplicationReachesEveryNode(t *testing.T) {
 		return true
 	})
 	p.del("web-1")
-	waitFor(t, 5*time.Second, "web-1 gone everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-1 gone everywhere", func() bool {
 		for _, c := range cs {
 			if hasInstance(c, "web", "web-1") {
 				return false
@@ -156,7 +149,7 @@ func TestReplicationReachesEveryNode(t *testing.T) {
 // waitEvery waits until cond holds on every cluster at once.
 func waitEvery(t *testing.T, cs []*Cluster, timeout time.Duration, what string, cond func(c *Cluster) bool) {
 	t.Helper()
-	waitFor(t, timeout, what, func() bool {
+	testutil.Wait(t, timeout, what, func() bool {
 		for _, c := range cs {
 			if !cond(c) {
 				return false

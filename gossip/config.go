@@ -74,6 +74,9 @@ type Config struct {
 	// gossip bind host, one port above the gossip port (ephemeral when the
 	// gossip port is 0).
 	RPCAddr string
+	// Local is this node's own catalog, kept by its owner (see
+	// LocalCatalog). Nil: the node owns no services.
+	Local LocalCatalog
 	// Seeds are gossip addresses to join at start; Start keeps retrying with
 	// backoff in the background until one answers.
 	Seeds []string
@@ -97,9 +100,14 @@ type Config struct {
 	// a copy of a deleted entry met later (a partition, an agent that was
 	// down) loses to its tombstone until then.
 	EntryTombstoneTTL time.Duration
-	// TagInterval is the minimum time between two updates of the local
-	// member's tags, so bursts of changes cost one gossip broadcast.
+	// TagInterval is how long the local catalog must stay unchanged before
+	// its new version is advertised in the member's tags: every tag update
+	// is a broadcast to the whole cluster, and a burst of changes costs
+	// one. The fast path (pushes) spreads the changes meanwhile.
 	TagInterval time.Duration
+	// TagMaxDelay bounds the wait for a quiet TagInterval: under changes
+	// that never stop, the version is still advertised this often.
+	TagMaxDelay time.Duration
 	// JoinBackoff and JoinBackoffMax bound the retry delay of seed joins.
 	JoinBackoff, JoinBackoffMax time.Duration
 	// SnapshotPath is serf's snapshot file, used to rejoin known peers after a
@@ -127,10 +135,11 @@ type Config struct {
 	// Logger receives the cluster's logs; nil discards them.
 	Logger *slog.Logger
 	// Network, when set, carries all of the cluster's traffic (memberlist's
-	// gossip and the catalog path) through a FaultNetwork, which tests use to
-	// partition, drop and delay it; every member of an in-process test
-	// cluster shares one. Nil, the default, is the real network, untouched.
-	Network *FaultNetwork
+	// gossip and the catalog path) instead of the host's sockets: tests
+	// plug in a network that partitions, drops, delays or black-holes it,
+	// benchmarks one that runs thousands of agents in memory. Nil, the
+	// default, is the host's sockets, untouched.
+	Network Network
 }
 
 // DefaultConfig returns the production defaults.
@@ -146,6 +155,7 @@ func DefaultConfig() Config {
 
 		EntryTombstoneTTL: 7 * 24 * time.Hour,
 		TagInterval:       200 * time.Millisecond,
+		TagMaxDelay:       2 * time.Second,
 		JoinBackoff:       time.Second,
 		JoinBackoffMax:    30 * time.Second,
 	}
@@ -161,6 +171,7 @@ func TestConfig(name string) Config {
 	c.Timing = TestTiming()
 	c.SyncInterval = 500 * time.Millisecond
 	c.TagInterval = 20 * time.Millisecond
+	c.TagMaxDelay = 200 * time.Millisecond
 	c.JoinBackoff = 50 * time.Millisecond
 	c.JoinBackoffMax = 500 * time.Millisecond
 	return c
@@ -199,6 +210,7 @@ func (c *Config) Validate() error {
 		"sync interval": c.SyncInterval, "reap-after": c.ReapAfter, "tombstone TTL": c.TombstoneTTL,
 		"config entry tombstone TTL": c.EntryTombstoneTTL,
 		"join backoff":               c.JoinBackoff, "TCP timeout": c.Timing.TCPTimeout,
+		"tag interval": c.TagInterval, "tag max delay": c.TagMaxDelay,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", name, d))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // entryOn returns node p's live entry kind/name body, or "" when it has none.
@@ -43,12 +45,12 @@ func TestEntriesSpreadAndDelete(t *testing.T) {
 	n := NewFaultNetwork()
 	nodes := pStartCluster(t, n, 5)
 	putEntry(t, nodes[2].Cluster, "service-defaults", "web", `{"Protocol":"http"}`)
-	took := pWait(t, 5*time.Second, "the entry on every agent", func() bool {
+	took := testutil.Wait(t, 5*time.Second, "the entry on every agent", func() bool {
 		return everywhere(nodes, "service-defaults", "web", `{"Protocol":"http"}`)
 	})
 	t.Logf("entry on 5 agents after %v", took)
 	putEntry(t, nodes[4].Cluster, "service-defaults", "web", `{"Protocol":"tcp"}`)
-	pWait(t, 5*time.Second, "the update on every agent", func() bool {
+	testutil.Wait(t, 5*time.Second, "the update on every agent", func() bool {
 		return everywhere(nodes, "service-defaults", "web", `{"Protocol":"tcp"}`)
 	})
 	e, _ := nodes[0].Entry("service-defaults", "web")
@@ -58,7 +60,7 @@ func TestEntriesSpreadAndDelete(t *testing.T) {
 	if ok, err := nodes[1].DeleteEntry("service-defaults", "web", nil); !ok || err != nil {
 		t.Fatalf("delete: %v %v", ok, err)
 	}
-	pWait(t, 5*time.Second, "the delete on every agent", func() bool {
+	testutil.Wait(t, 5*time.Second, "the delete on every agent", func() bool {
 		return everywhere(nodes, "service-defaults", "web", "")
 	})
 	for _, p := range nodes {
@@ -105,7 +107,7 @@ func TestEntriesConcurrentWritesConverge(t *testing.T) {
 	nodes := pStartCluster(t, n, 5)
 	putEntry(t, nodes[0].Cluster, "service-intentions", "db", `{"v":"before"}`)
 	putEntry(t, nodes[0].Cluster, "service-defaults", "gone", `{"v":"doomed"}`)
-	pWait(t, 5*time.Second, "both entries everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "both entries everywhere", func() bool {
 		return everywhere(nodes, "service-intentions", "db", `{"v":"before"}`) &&
 			everywhere(nodes, "service-defaults", "gone", `{"v":"doomed"}`)
 	})
@@ -116,7 +118,7 @@ func TestEntriesConcurrentWritesConverge(t *testing.T) {
 	if ok, _ := right[1].DeleteEntry("service-defaults", "gone", nil); !ok {
 		t.Fatal("delete refused")
 	}
-	pWait(t, 5*time.Second, "each side to hold its own write", func() bool {
+	testutil.Wait(t, 5*time.Second, "each side to hold its own write", func() bool {
 		return everywhere(left, "service-intentions", "db", `{"v":"left"}`) &&
 			everywhere(right, "service-intentions", "db", `{"v":"right"}`) &&
 			everywhere(right, "service-defaults", "gone", "")
@@ -126,11 +128,11 @@ func TestEntriesConcurrentWritesConverge(t *testing.T) {
 		want = `{"v":"right"}`
 	}
 	n.Heal()
-	took := pWait(t, 30*time.Second, "one winner everywhere after the heal", func() bool {
+	took := testutil.Wait(t, 30*time.Second, "one winner everywhere after the heal", func() bool {
 		return everywhere(nodes, "service-intentions", "db", want) && everywhere(nodes, "service-defaults", "gone", "")
 	})
 	t.Logf("after the heal, %s on every agent and the deleted entry gone in %v", want, took)
-	pHolds(t, 2*time.Second, "the winner to stay and the deleted entry not to come back", func() bool {
+	testutil.Holds(t, 2*time.Second, "the winner to stay and the deleted entry not to come back", func() bool {
 		return everywhere(nodes, "service-intentions", "db", want) && everywhere(nodes, "service-defaults", "gone", "")
 	})
 }
@@ -145,12 +147,12 @@ func TestEntriesAntiEntropyRepairsAMissedPush(t *testing.T) {
 	for i := range 20 {
 		putEntry(t, nodes[0].Cluster, "service-defaults", fmt.Sprintf("s%02d", i), fmt.Sprintf(`{"i":%d}`, i))
 	}
-	pWait(t, 5*time.Second, "the entries on p1", func() bool { return len(nodes[1].Entries("")) == 20 })
+	testutil.Wait(t, 5*time.Second, "the entries on p1", func() bool { return len(nodes[1].Entries("")) == 20 })
 	if got := len(nodes[2].Entries("")); got == 20 {
 		t.Fatalf("p2 got the entries although pushes to it were dropped")
 	}
 	n.Heal()
-	took := pWait(t, 10*time.Second, "the entries on p2", func() bool { return len(nodes[2].Entries("")) == 20 })
+	took := testutil.Wait(t, 10*time.Second, "the entries on p2", func() bool { return len(nodes[2].Entries("")) == 20 })
 	t.Logf("p2 repaired by the exchange in %v (sync interval %v); %d exchanges found a difference",
 		took, nodes[2].cfg.SyncInterval, nodes[2].Stats().EntrySyncs+nodes[0].Stats().EntrySyncs+nodes[1].Stats().EntrySyncs)
 }
@@ -201,7 +203,7 @@ func TestEntriesRefusedWhenUnsigned(t *testing.T) {
 	}
 	// What an agent writes is signed, and its peer takes it.
 	putEntry(t, cs[1], "k", "written", `2`)
-	waitFor(t, 5*time.Second, "the signed entry on the other agent", func() bool { return entryOn(c, "k", "written") == `2` })
+	testutil.Wait(t, 5*time.Second, "the signed entry on the other agent", func() bool { return entryOn(c, "k", "written") == `2` })
 }
 
 // TestEntriesResignedAfterTheSignerLeavesTheRoots: once an entry's signer
@@ -211,7 +213,7 @@ func TestEntriesRefusedWhenUnsigned(t *testing.T) {
 func TestEntriesResignedAfterTheSignerLeavesTheRoots(t *testing.T) {
 	cs, dir := startSignedCluster(t, 2)
 	written := putEntry(t, cs[0], "k", "n", `1`)
-	waitFor(t, 5*time.Second, "the entry on node1", func() bool { return entryOn(cs[1], "k", "n") == `1` })
+	testutil.Wait(t, 5*time.Second, "the entry on node1", func() bool { return entryOn(cs[1], "k", "n") == `1` })
 	dir.mu.Lock()
 	delete(dir.keys, "node0") // node0's signatures no longer verify
 	dir.mu.Unlock()

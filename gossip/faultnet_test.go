@@ -1,15 +1,14 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"io"
-	"log"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // fnListen starts a catalog-style listener for member name that accepts
@@ -60,24 +59,16 @@ func fnEcho(conn net.Conn) error {
 // fnTransport binds a memberlist transport for member name through n.
 func fnTransport(t *testing.T, n *FaultNetwork, name string) (*faultTransport, string) {
 	t.Helper()
-	ml := memberlist.DefaultLANConfig()
-	ml.Name = name
-	ml.Logger = log.New(io.Discard, "", 0)
-	ml.BindAddr, ml.BindPort = "127.0.0.1", 0
-	ml.AdvertiseAddr, ml.AdvertisePort = "127.0.0.1", 0
-	if err := n.attach(name, ml); err != nil {
+	tr, port, err := n.GossipTransport(name, "127.0.0.1", 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if ml.BindPort == 0 || ml.AdvertisePort != ml.BindPort {
-		t.Fatalf("ports after attach: bind %d, advertise %d; want the bound port in both", ml.BindPort, ml.AdvertisePort)
+	ft := tr.(*faultTransport)
+	t.Cleanup(func() { ft.Shutdown() })
+	if ip, got, err := ft.FinalAdvertiseAddr("127.0.0.1", port); err != nil || got != port || port == 0 {
+		t.Fatalf("FinalAdvertiseAddr = %v, %d, %v; want the bound port %d", ip, got, err, port)
 	}
-	tr := ml.Transport.(*faultTransport)
-	t.Cleanup(func() { tr.Shutdown() })
-	ip, port, err := tr.FinalAdvertiseAddr(ml.AdvertiseAddr, ml.AdvertisePort)
-	if err != nil || port != ml.BindPort {
-		t.Fatalf("FinalAdvertiseAddr = %v, %d, %v; want port %d", ip, port, err, ml.BindPort)
-	}
-	return tr, net.JoinHostPort("127.0.0.1", strconv.Itoa(ml.BindPort))
+	return ft, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // fnReceives reports whether tr receives payload within window.
@@ -290,26 +281,74 @@ func TestFaultNetworkCutByAddress(t *testing.T) {
 	}
 }
 
-func TestNilFaultNetworkIsTheRealNetwork(t *testing.T) {
-	var n *FaultNetwork
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
+func TestHostNetworkIsTheRealNetwork(t *testing.T) {
+	var n Network = hostNetwork{}
+	ln, err := n.Listen("a", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ln := n.listen("a", raw, raw.Addr().String()); ln != raw {
-		t.Errorf("a nil network wrapped the listener")
+	defer ln.Close()
+	if _, ok := ln.(*net.TCPListener); !ok {
+		t.Errorf("the host network listened with a %T, want *net.TCPListener", ln)
 	}
-	defer raw.Close()
-	conn, err := n.dial("b", raw.Addr().String(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := n.Dial(ctx, "b", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	if _, ok := conn.(*net.TCPConn); !ok {
-		t.Errorf("a nil network dialed a %T, want *net.TCPConn", conn)
+		t.Errorf("the host network dialed a %T, want *net.TCPConn", conn)
 	}
-	ml := memberlist.DefaultLANConfig()
-	if err := n.attach("a", ml); err != nil || ml.Transport != nil {
-		t.Errorf("a nil network attached a transport (%v)", err)
+	if tr, _, err := n.GossipTransport("a", "127.0.0.1", 0); err != nil || tr != nil {
+		t.Errorf("the host network made a gossip transport (%v): memberlist must bind its own", err)
+	}
+}
+
+func TestFaultNetworkBlackHoleHangsInsteadOfRefusing(t *testing.T) {
+	n := NewFaultNetwork()
+	a, _ := fnTransport(t, n, "a")
+	b, addrB := fnTransport(t, n, "b")
+	addrBC := fnListen(t, n, "b")
+	open, err := n.dial("a", addrBC, time.Second) // stays open into the hole
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+
+	n.BlackHole([]string{"a"}, []string{"b"})
+	if n.Reachable("a", "b") || n.Reachable("b", "a") {
+		t.Errorf("Reachable across a black hole")
+	}
+	if _, err := a.WriteTo([]byte("swallowed"), addrB); err != nil {
+		t.Fatal(err)
+	}
+	if fnReceives(b, "swallowed", 300*time.Millisecond) {
+		t.Errorf("a packet crossed a black hole")
+	}
+	const timeout = 300 * time.Millisecond
+	start := time.Now()
+	_, err = n.dial("a", addrBC, timeout)
+	if took := time.Since(start); err == nil || errors.Is(err, errLinkCut) || took < timeout {
+		t.Errorf("dial into a black hole: err %v after %v, want a timeout after %v", err, took, timeout)
+	}
+	start = time.Now()
+	err = fnEcho(open) // its deadline is a second away
+	if took := time.Since(start); !errors.Is(err, os.ErrDeadlineExceeded) || took < 900*time.Millisecond {
+		t.Errorf("open stream into a black hole: err %v after %v, want its deadline", err, took)
+	}
+
+	// A dial that starts in the hole connects once the hole closes.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		n.Heal()
+	}()
+	start = time.Now()
+	if err := fnRoundTrip(n, "a", addrBC); err != nil {
+		t.Errorf("dial through a black hole that closed in time: %v", err)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("dial into a black hole returned after %v, before the hole closed", took)
 	}
 }

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"io"
+	"log"
 	"net"
 	"strconv"
 	"sync"
@@ -9,27 +11,18 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// attach binds memberlist's network transport itself and installs it,
-// wrapped to honour the faults, as ml.Transport. With a nil network it does
-// nothing and memberlist binds its own.
-//
-// Memberlist only resolves a bind port of 0 when it creates the transport,
-// so attach takes the port the kernel picked and writes it back as the bind
-// port (which memberlist also advertises in some messages) and, when none
-// was set, the advertise port.
-func (n *FaultNetwork) attach(name string, ml *memberlist.Config) error {
-	if n == nil {
-		return nil
-	}
+// GossipTransport binds memberlist's network transport itself and returns
+// it wrapped to honour the faults (Network).
+func (n *FaultNetwork) GossipTransport(name, bindAddr string, bindPort int) (memberlist.Transport, int, error) {
 	tc := &memberlist.NetTransportConfig{
-		BindAddrs: []string{ml.BindAddr},
-		BindPort:  ml.BindPort,
-		Logger:    ml.Logger,
+		BindAddrs: []string{bindAddr},
+		BindPort:  bindPort,
+		Logger:    log.New(io.Discard, "", 0),
 	}
 	// With port 0 the TCP port the kernel picks may be taken for UDP:
 	// retry a few times, as memberlist does.
 	tries := 1
-	if ml.BindPort == 0 {
+	if bindPort == 0 {
 		tries = 10
 	}
 	var nt *memberlist.NetTransport
@@ -40,22 +33,11 @@ func (n *FaultNetwork) attach(name string, ml *memberlist.Config) error {
 		}
 	}
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	port := nt.GetAutoBindPort()
-	if ml.BindPort == 0 {
-		ml.BindPort = port
-		if ml.AdvertisePort == 0 {
-			ml.AdvertisePort = port
-		}
-	}
-	addrs := []string{net.JoinHostPort(ml.BindAddr, strconv.Itoa(port))}
-	if ml.AdvertiseAddr != "" {
-		addrs = append(addrs, net.JoinHostPort(ml.AdvertiseAddr, strconv.Itoa(ml.AdvertisePort)))
-	}
-	n.register(name, addrs...)
-	ml.Transport = newFaultTransport(n, name, nt)
-	return nil
+	n.register(name, net.JoinHostPort(bindAddr, strconv.Itoa(port)))
+	return newFaultTransport(n, name, nt), port, nil
 }
 
 // faultTransport is memberlist's network transport with the faults of a

@@ -14,7 +14,9 @@ import (
 // catalog, pusher and puller work, nothing listens.
 func newIdleCluster(t *testing.T, name string) *Cluster {
 	t.Helper()
-	c, err := New(TestConfig(name))
+	cfg := TestConfig(name)
+	cfg.Local = &testOwner{}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,56 +24,27 @@ func newIdleCluster(t *testing.T, name string) *Cluster {
 	return c
 }
 
-func TestPublishNeedsANewerVersion(t *testing.T) {
-	c := newIdleCluster(t, "me")
-	if err := c.Publish(Delta{Version: 10, Records: []Record{live("a", 10)}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []uint64{10, 9, 0} {
-		if err := c.Publish(Delta{Version: v}); err == nil || !strings.Contains(err.Error(), "not above 10") {
-			t.Errorf("Publish(version %d) = %v, want a 'not above 10' error", v, err)
-		}
-	}
-	// Publish ignores the caller's Owner and Full: it is always the local
-	// owner's full catalog.
-	if err := c.Publish(Delta{Owner: "someone-else", Version: 11, Full: false}); err != nil {
-		t.Fatal(err)
-	}
-	if v := c.Catalog().Version("me"); v != 11 {
-		t.Errorf("Version(me) = %d, want 11", v)
-	}
-	if v := c.Catalog().Version("someone-else"); v != 0 {
-		t.Errorf("Publish wrote another owner's catalog (version %d)", v)
-	}
-	if d, _ := c.Catalog().deltaSince("me", 0); len(d.Records) != 0 {
-		t.Errorf("a full publish without records kept %v", d.Records)
-	}
-}
-
-// TestPublishNeverLowersTheFloor: the local catalog reaps its own tombstones
-// and raises its floor; a later Publish (Since 0, as callers write it) must
-// not lower the floor again, or a peer that was behind the reaped tombstone
-// gets an incremental delta without it and keeps the service forever.
+// TestPublishNeverLowersTheFloor: the owner reaps its own tombstones and
+// raises its floor; a peer that was behind the reaped tombstone must get a
+// full delta, or it keeps the service forever.
 func TestPublishNeverLowersTheFloor(t *testing.T) {
 	clock := newFakeClock()
 	c := newCatalog("me", clock.Now)
 	v := func() uint64 { clock.Advance(time.Second); return uint64(clock.Now().UnixMicro()) }
 
 	v1 := v()
-	c.publishLocal(&Delta{Owner: "me", Version: v1, Full: true, Records: []Record{live("web-1", v1)}})
+	publishLocal(c, &Delta{Owner: "me", Version: v1, Full: true, Records: []Record{live("web-1", v1)}})
 	peer, _ := c.deltaSince("me", 0)
 	replica := newOwnerState()
 	replica.apply(&peer) // a peer holds web-1 at v1, then is cut off
 
 	v2 := v()
-	c.publishLocal(&Delta{Owner: "me", Version: v2, Full: true, Records: []Record{tomb("web-1", v2)}})
+	publishLocal(c, &Delta{Owner: "me", Version: v2, Full: true, Records: []Record{tomb("web-1", v2)}})
 	clock.Advance(2 * time.Hour)
-	if n := c.reapTombstones(time.Hour); n != 1 {
-		t.Fatalf("reaped %d", n)
-	}
-	// The owner's registry reaped its tombstone too; it registers web-2.
+	// The owner reaps its tombstone (raising its floor past it) and
+	// registers web-2.
 	v3 := v()
-	c.publishLocal(&Delta{Owner: "me", Version: v3, Full: true, Records: []Record{live("web-2", v3)}})
+	publishLocal(c, &Delta{Owner: "me", Version: v3, Since: v2, Full: true, Records: []Record{live("web-2", v3)}})
 
 	d, _ := c.deltaSince("me", v1)
 	if replica.apply(&d) != applyApplied {
@@ -84,7 +57,7 @@ func TestPublishNeverLowersTheFloor(t *testing.T) {
 
 func TestHandle(t *testing.T) {
 	c := newIdleCluster(t, "me")
-	c.Catalog().publishLocal(&Delta{Owner: "me", Version: 5, Full: true, Records: []Record{live("a", 5)}})
+	publishLocal(c.Catalog(), &Delta{Owner: "me", Version: 5, Full: true, Records: []Record{live("a", 5)}})
 
 	push := &message{Type: msgPush, From: "b", Deltas: []Delta{
 		{Owner: "b", Version: 10, Records: []Record{live("x", 10)}},

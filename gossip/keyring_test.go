@@ -6,9 +6,10 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // testKey returns a base64 32-byte key made of b.
@@ -23,24 +24,6 @@ func mustSealer(t *testing.T, keys ...string) *keyringSealer {
 		t.Fatal(err)
 	}
 	return newKeyringSealer(kr)
-}
-
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestKeyringSealer(t *testing.T) {
@@ -136,7 +119,7 @@ func mustDecode(t *testing.T, k string) []byte {
 // is refused. None of the refused frames changes the catalog.
 func TestCatalogListenerRejectsForgedAndReplayedFrames(t *testing.T) {
 	k1, k2 := testKey(1), testKey(2)
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	cs := startClusterWith(t, 2, func(i int, cfg *Config) {
 		cfg.Keys = []string{k1}
 		if i == 1 {
@@ -211,7 +194,7 @@ func TestCatalogListenerRejectsForgedAndReplayedFrames(t *testing.T) {
 	if v := target.Catalog().Version("node0"); v != node0Version {
 		t.Errorf("node0 version moved from %d to %d", node0Version, v)
 	}
-	waitFor(t, 5*time.Second, "the refusals in the log", func() bool {
+	testutil.Wait(t, 5*time.Second, "the refusals in the log", func() bool {
 		l := logs.String()
 		return strings.Contains(l, "replayed frame refused") && strings.Contains(l, "no installed key opens the frame") &&
 			strings.Contains(l, "plain frame refused") && strings.Contains(l, "replay window")

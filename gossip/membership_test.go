@@ -131,7 +131,7 @@ func testRestartedOwnerWithEmptyState(t *testing.T, firstPublish func(v uint64) 
 	if v <= oldVersion {
 		t.Fatalf("fresh version %d not above the old %d", v, oldVersion)
 	}
-	if err := fresh.Publish(firstPublish(v)); err != nil {
+	if err := ownerOf(fresh).publish(fresh, firstPublish(v)); err != nil {
 		t.Fatal(err)
 	}
 	waitEvery(t, nodes, 10*time.Second, "node4's old services gone everywhere", func(c *Cluster) bool {

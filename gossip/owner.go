@@ -82,8 +82,13 @@ func (o *ownerState) deltaSince(owner string, since uint64) Delta {
 			d.Records = append(d.Records, r)
 		}
 	}
-	sort.Slice(d.Records, func(i, j int) bool { return d.Records[i].Version < d.Records[j].Version })
+	sortRecords(d.Records)
 	return d
+}
+
+// sortRecords orders records by version, oldest first.
+func sortRecords(rs []Record) {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Version < rs[j].Version })
 }
 
 // reapTombstones drops tombstones older than ttl and raises the floor past

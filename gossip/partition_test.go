@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // Partition tests run in-process clusters whose traffic goes through one
@@ -27,9 +29,19 @@ type pNode struct {
 // pStart starts an agent named name on network n, joining seeds.
 func pStart(t *testing.T, n *FaultNetwork, name string, seeds ...string) *pNode {
 	t.Helper()
+	return pStartWith(t, n, name, nil, seeds...)
+}
+
+// pStartWith is pStart with an adjustment of the configuration.
+func pStartWith(t *testing.T, n *FaultNetwork, name string, adjust func(*Config), seeds ...string) *pNode {
+	t.Helper()
 	cfg := TestConfig(name)
 	cfg.Network = n
 	cfg.Seeds = seeds
+	cfg.Local = &testOwner{}
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	if os.Getenv("SHOAL_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 	}
@@ -56,7 +68,7 @@ func pStartCluster(t *testing.T, n *FaultNetwork, size int) []*pNode {
 		}
 		nodes = append(nodes, pStart(t, n, fmt.Sprintf("p%d", i), seeds...))
 	}
-	pWait(t, 15*time.Second, "every member alive everywhere", func() bool {
+	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
 		return pSeesStatus(nodes, nodes, StatusAlive)
 	})
 	return nodes
@@ -82,7 +94,7 @@ func (p *pNode) del(t *testing.T, id string) {
 func (p *pNode) publish(t *testing.T) {
 	t.Helper()
 	d := Delta{Version: p.version, Records: slices.Collect(maps.Values(p.records))}
-	if err := p.Publish(d); err != nil {
+	if err := ownerOf(p.Cluster).publish(p.Cluster, d); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -170,31 +182,6 @@ func pNames(nodes []*pNode) []string {
 	return out
 }
 
-// pWait polls cond until it holds and returns how long that took; it fails
-// the test at the deadline.
-func pWait(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// pHolds polls cond for the whole window and fails the test the first time
-// it does not hold.
-func pHolds(t *testing.T, window time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if !cond() {
-			t.Fatalf("%s stopped holding", what)
-		}
-	}
-}
-
 // pResurrected returns the nodes that hold any of the given "owner/id"
 // instances.
 func pResurrected(nodes []*pNode, gone []string) []string {
@@ -222,13 +209,13 @@ func TestPartitionHealConverges(t *testing.T) {
 		p.put(t, p.name+"-a", "web")
 		p.put(t, p.name+"-b", "api")
 	}
-	pWait(t, 10*time.Second, "the catalog before the partition", func() bool {
+	testutil.Wait(t, 10*time.Second, "the catalog before the partition", func() bool {
 		return len(pTruth(nodes)) == 10 && pConverged(nodes)
 	})
 
 	left, right := nodes[:2], nodes[2:]
 	n.Partition(pNames(left), pNames(right))
-	took := pWait(t, 15*time.Second, "each side to see the other failed", func() bool {
+	took := testutil.Wait(t, 15*time.Second, "each side to see the other failed", func() bool {
 		return pSeesStatus(left, right, StatusFailed) && pSeesStatus(right, left, StatusFailed) &&
 			pSeesStatus(left, left, StatusAlive) && pSeesStatus(right, right, StatusAlive)
 	})
@@ -246,13 +233,13 @@ func TestPartitionHealConverges(t *testing.T) {
 	goneLeft, goneRight := gone[:1], gone[1:]
 
 	// Each side converges among itself, and nothing crosses the partition.
-	pWait(t, 10*time.Second, "each side to converge among itself", func() bool {
+	testutil.Wait(t, 10*time.Second, "each side to converge among itself", func() bool {
 		l, r := pViewOf(left[0].Catalog()), pViewOf(right[0].Catalog())
 		return pConvergedAbout(left, left) && pConvergedAbout(right, right) &&
 			l["p1/p1-new"] != 0 && r["p2/p2-new"] != 0 && r["p4/p4-new"] != 0 &&
 			len(pResurrected(left, goneLeft)) == 0 && len(pResurrected(right, goneRight)) == 0
 	})
-	pHolds(t, time.Second, "the partition of the catalog", func() bool {
+	testutil.Holds(t, time.Second, "the partition of the catalog", func() bool {
 		l, r := pViewOf(left[1].Catalog()), pViewOf(right[2].Catalog())
 		_, lSeesNew := l["p4/p4-new"]
 		_, rSeesNew := r["p1/p1-new"]
@@ -264,10 +251,10 @@ func TestPartitionHealConverges(t *testing.T) {
 
 	n.Heal()
 	healed := time.Now()
-	membership := pWait(t, 15*time.Second, "every member alive everywhere after heal", func() bool {
+	membership := testutil.Wait(t, 15*time.Second, "every member alive everywhere after heal", func() bool {
 		return pSeesStatus(nodes, nodes, StatusAlive)
 	})
-	catalog := pWait(t, 15*time.Second, "every replica to converge after heal", func() bool {
+	catalog := testutil.Wait(t, 15*time.Second, "every replica to converge after heal", func() bool {
 		if held := pResurrected(nodes[:2], goneLeft); len(held) > 0 {
 			t.Fatalf("deregistered service back on its own side: %v", held)
 		}
@@ -284,7 +271,7 @@ func TestPartitionHealConverges(t *testing.T) {
 
 	// Anti-entropy keeps running (sync every 500 ms, push/pull every 2 s):
 	// nothing deregistered may come back meanwhile.
-	pHolds(t, 2500*time.Millisecond, "convergence without resurrection", func() bool {
+	testutil.Holds(t, 2500*time.Millisecond, "convergence without resurrection", func() bool {
 		return len(pResurrected(nodes, gone)) == 0 && pConverged(nodes)
 	})
 }
@@ -298,14 +285,14 @@ func TestPartitionStalePeerDoesNotResurrect(t *testing.T) {
 	owner, stale := nodes[1], nodes[4]
 	owner.put(t, "old", "web")
 	owner.put(t, "kept", "web")
-	pWait(t, 10*time.Second, "the catalog before the partition", func() bool {
+	testutil.Wait(t, 10*time.Second, "the catalog before the partition", func() bool {
 		return len(pTruth(nodes)) == 2 && pConverged(nodes)
 	})
 
 	// "p5" joins later, on the stale side.
 	main := nodes[:4]
 	n.Partition([]string{stale.name, "p5"}, pNames(main))
-	took := pWait(t, 10*time.Second, "the main side to see the stale peer failed", func() bool {
+	took := testutil.Wait(t, 10*time.Second, "the main side to see the stale peer failed", func() bool {
 		return pSeesStatus(main, []*pNode{stale}, StatusFailed)
 	})
 	t.Logf("main side saw the partition after %v", took)
@@ -313,7 +300,7 @@ func TestPartitionStalePeerDoesNotResurrect(t *testing.T) {
 	owner.del(t, "old")
 	owner.put(t, "kept", "web") // a newer version of a surviving service
 	owner.put(t, "new", "web")
-	pWait(t, 10*time.Second, "the main side to converge", func() bool { return pConverged(main) })
+	testutil.Wait(t, 10*time.Second, "the main side to converge", func() bool { return pConverged(main) })
 	if v := pViewOf(stale.Catalog()); v["p1/old"] == 0 {
 		t.Fatalf("the stale peer lost p1/old during the partition:%v", v)
 	}
@@ -323,7 +310,7 @@ func TestPartitionStalePeerDoesNotResurrect(t *testing.T) {
 	// dead, the fresh agent never hears of p1 (memberlist passes on no dead
 	// members) until the heal. Either way the heal must clean up.
 	fresh := pStart(t, n, "p5", stale.LocalMember().GossipAddr())
-	took = pWait(t, 15*time.Second, "the stale side to see the main side failed", func() bool {
+	took = testutil.Wait(t, 15*time.Second, "the stale side to see the main side failed", func() bool {
 		return pSeesStatus([]*pNode{stale}, main, StatusFailed) &&
 			pSeesStatus([]*pNode{stale, fresh}, []*pNode{stale, fresh}, StatusAlive)
 	})
@@ -332,14 +319,14 @@ func TestPartitionStalePeerDoesNotResurrect(t *testing.T) {
 	all := append(slices.Clone(nodes), fresh)
 
 	n.Heal()
-	took = pWait(t, 15*time.Second, "every replica to converge after heal", func() bool {
+	took = testutil.Wait(t, 15*time.Second, "every replica to converge after heal", func() bool {
 		if held := pResurrected(main, []string{"p1/old"}); len(held) > 0 {
 			t.Fatalf("stale service resurrected: %v", held)
 		}
 		return pSeesStatus(all, all, StatusAlive) && pConverged(all)
 	})
 	t.Logf("after heal: converged in %v", took)
-	pHolds(t, 2500*time.Millisecond, "convergence without resurrection", func() bool {
+	testutil.Holds(t, 2500*time.Millisecond, "convergence without resurrection", func() bool {
 		return len(pResurrected(all, []string{"p1/old"})) == 0 && pConverged(all)
 	})
 }
@@ -359,19 +346,19 @@ func TestPartitionOneWayDrop(t *testing.T) {
 			a.del(t, fmt.Sprintf("a-%d", round-1))
 			b.del(t, fmt.Sprintf("b-%d", round-1))
 		}
-		took := pWait(t, 10*time.Second, "updates across the dropped link", func() bool {
+		took := testutil.Wait(t, 10*time.Second, "updates across the dropped link", func() bool {
 			return len(pTruth(nodes)) == 2 && pConverged(nodes)
 		})
 		t.Logf("round %d: converged in %v", round, took)
 	}
 	// Failure detection routes around the dropped direction too: indirect
 	// probes through the others carry the pings and acks that are lost.
-	pHolds(t, 2*time.Second, "p0 and p1 alive to each other", func() bool {
+	testutil.Holds(t, 2*time.Second, "p0 and p1 alive to each other", func() bool {
 		return pSeesStatus([]*pNode{a, b}, []*pNode{a, b}, StatusAlive)
 	})
 	a.del(t, "a-2")
 	b.del(t, "b-2")
-	pWait(t, 10*time.Second, "the last deregistrations everywhere", func() bool {
+	testutil.Wait(t, 10*time.Second, "the last deregistrations everywhere", func() bool {
 		return len(pTruth(nodes)) == 0 && pConverged(nodes)
 	})
 }
@@ -386,12 +373,12 @@ func TestPartitionBriefHealsByAntiEntropy(t *testing.T) {
 
 	n.Partition(pNames(left), pNames(right))
 	nodes[0].put(t, "brief", "web")
-	pWait(t, 5*time.Second, "the change on its own side", func() bool { return pConvergedAbout(left, left) })
-	pHolds(t, 200*time.Millisecond, "the partition of the catalog", func() bool {
+	testutil.Wait(t, 5*time.Second, "the change on its own side", func() bool { return pConvergedAbout(left, left) })
+	testutil.Holds(t, 200*time.Millisecond, "the partition of the catalog", func() bool {
 		return len(pViewOf(right[0].Catalog())) == 0
 	})
 	n.Heal()
-	took := pWait(t, 10*time.Second, "every replica to converge after heal", func() bool {
+	took := testutil.Wait(t, 10*time.Second, "every replica to converge after heal", func() bool {
 		return pConverged(nodes) && len(pTruth(nodes)) == 1
 	})
 	t.Logf("after heal: converged in %v", took)

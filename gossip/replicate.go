@@ -1,15 +1,17 @@
 package gossip
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
 )
 
-// pusher is the fast path: it sends new deltas to a few random peers at
-// once. Changes that arrive while a round is in flight are coalesced into the
-// next round, one message per peer.
+// pusher is the fast path: it hands new deltas to the senders of a few
+// peers at once (see pushPeers). Changes that arrive while it works are
+// coalesced into its next round, and each sender coalesces again what its
+// peer has not taken yet: one message per peer for a burst.
 type pusher struct {
 	c    *Cluster
 	kick chan struct{}
@@ -18,18 +20,6 @@ type pusher struct {
 	pending map[string]uint64 // owner → oldest version peers may hold
 	// pendingEntries are config entries changed here since the last round.
 	pendingEntries map[EntryKey]bool
-
-	retryMu sync.Mutex            // guards retries
-	retries map[string]*pushRetry // by peer catalog address
-}
-
-// pushRetry is a push that did not reach a peer, tried again with backoff
-// while the peer is a member: a partition too brief for failure detection
-// would otherwise wait for the next anti-entropy round to repair.
-type pushRetry struct {
-	owners map[string]uint64 // owner → oldest version the peer may hold
-	next   time.Time
-	delay  time.Duration
 }
 
 const (
@@ -39,7 +29,7 @@ const (
 
 func newPusher(c *Cluster) *pusher {
 	return &pusher{c: c, kick: make(chan struct{}, 1), pending: make(map[string]uint64),
-		pendingEntries: make(map[EntryKey]bool), retries: make(map[string]*pushRetry)}
+		pendingEntries: make(map[EntryKey]bool)}
 }
 
 // enqueueEntries schedules a push of the current state of config entries.
@@ -81,119 +71,83 @@ func (p *pusher) run() {
 		case <-p.kick:
 			p.round()
 		case now := <-tick.C:
-			p.retryDue(now)
+			p.c.send.retry(now)
 		}
 	}
 }
 
-// scheduleRetry remembers that a push of these owners missed addr.
-func (p *pusher) scheduleRetry(addr string, owners map[string]uint64) {
-	p.retryMu.Lock()
-	defer p.retryMu.Unlock()
-	r := p.retries[addr]
-	if r == nil {
-		r = &pushRetry{owners: make(map[string]uint64), delay: pushRetryFirst}
-		p.retries[addr] = r
-		r.next = time.Now().Add(r.delay)
-	}
-	for owner, since := range owners {
-		if cur, ok := r.owners[owner]; !ok || since < cur {
-			r.owners[owner] = since
-		}
-	}
-}
-
-// retryDue sends the retries whose time has come, to peers that are still
-// members; a peer that left or was reaped is forgotten.
-func (p *pusher) retryDue(now time.Time) {
-	p.retryMu.Lock()
-	if len(p.retries) == 0 {
-		p.retryMu.Unlock()
-		return
-	}
-	alive := make(map[string]MemberStatus)
-	for _, m := range p.c.catalog.Members() {
-		alive[m.RPCAddr()] = m.Status
-	}
-	due := make(map[string]map[string]uint64)
-	for addr, r := range p.retries {
-		status, known := alive[addr]
-		switch {
-		case !known || status == StatusLeft:
-			delete(p.retries, addr)
-		case status == StatusAlive && !now.Before(r.next):
-			due[addr] = r.owners
-			delete(p.retries, addr)
-		}
-	}
-	p.retryMu.Unlock()
-	for addr, owners := range due {
-		m := &message{Type: msgPush, From: p.c.cfg.NodeName}
-		for owner, since := range owners {
-			if d, ok := p.c.catalog.deltaSince(owner, since); ok {
-				m.Deltas = append(m.Deltas, d)
-			}
-		}
-		if len(m.Deltas) == 0 {
-			continue
-		}
-		p.c.stats.pushesOut.Add(1)
-		if _, err := p.c.call(addr, m); err != nil {
-			p.scheduleRetry(addr, owners)
-			p.retryMu.Lock()
-			if r := p.retries[addr]; r != nil {
-				r.delay = min(2*r.delay, pushRetryMax)
-				r.next = now.Add(r.delay)
-			}
-			p.retryMu.Unlock()
-		}
-	}
-}
-
-// round sends everything pending to Fanout alive peers in parallel (see
-// pushPeers).
+// round hands everything pending to the senders of Fanout alive peers (see
+// pushPeers). It never waits for a peer: each sender sends on its own.
 func (p *pusher) round() {
 	p.mu.Lock()
 	pending := p.pending
 	p.pending = make(map[string]uint64)
-	var pendingEntries map[EntryKey]bool
-	if len(p.pendingEntries) > 0 { // config entries change rarely: most rounds have none
-		pendingEntries, p.pendingEntries = p.pendingEntries, make(map[EntryKey]bool)
+	var entries []EntryKey
+	for k := range p.pendingEntries { // config entries change rarely: most rounds have none
+		entries = append(entries, k)
+	}
+	if len(entries) > 0 {
+		p.pendingEntries = make(map[EntryKey]bool)
 	}
 	p.mu.Unlock()
+	if len(pending) == 0 && len(entries) == 0 {
+		return
+	}
+	for _, addr := range p.c.pushPeers(p.c.cfg.Fanout) {
+		p.c.send.get(addr).push(pending, entries)
+	}
+}
 
-	m := &message{Type: msgPush, From: p.c.cfg.NodeName}
-	for owner, since := range pending {
-		if d, ok := p.c.catalog.deltaSince(owner, since); ok {
+// exchange sends one peer what its sender took from its queue: the
+// records changed after the given versions and the config entries, then
+// the pulls. The records are read now, so the peer gets the latest state.
+func (c *Cluster) exchange(addr string, pushes map[string]uint64, entries map[EntryKey]bool, wants map[string]uint64) error {
+	m := &message{Type: msgPush, From: c.cfg.NodeName}
+	for owner, since := range pushes {
+		if d, ok := c.catalog.deltaSince(owner, since); ok {
 			m.Deltas = append(m.Deltas, d)
 		}
 	}
-	if len(pendingEntries) > 0 {
-		keys := make([]EntryKey, 0, len(pendingEntries))
-		for k := range pendingEntries {
+	if len(entries) > 0 {
+		keys := make([]EntryKey, 0, len(entries))
+		for k := range entries {
 			keys = append(keys, k)
 		}
-		m.Entries = p.c.entriesFor(keys)
+		m.Entries = c.entriesFor(keys)
 	}
-	if len(m.Deltas) == 0 && len(m.Entries) == 0 {
-		return
+	if len(m.Deltas) > 0 || len(m.Entries) > 0 {
+		c.stats.pushesOut.Add(1)
+		if _, err := c.call(addr, m); err != nil {
+			return fmt.Errorf("push to %s: %w", addr, err)
+		}
 	}
-	peers := p.c.pushPeers(p.c.cfg.Fanout)
-	var wg sync.WaitGroup
-	for _, addr := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.c.stats.pushesOut.Add(1)
-			if _, err := p.c.call(addr, m); err != nil {
-				// Tried again with backoff; the backstop (tags and pulls)
-				// repairs whatever is still missing after that.
-				p.c.log.Debug("push failed", "peer", addr, "err", err)
-				p.scheduleRetry(addr, pending)
-			}
-		}()
+	var ws []Want
+	for owner, version := range wants {
+		if since := c.catalog.Version(owner); since < version {
+			ws = append(ws, Want{Owner: owner, Since: since})
+		}
 	}
-	wg.Wait()
+	if len(ws) == 0 {
+		return nil
+	}
+	c.stats.pulls.Add(1)
+	reply, err := c.call(addr, &message{Type: msgPull, From: c.cfg.NodeName, Wants: ws})
+	if err != nil {
+		return fmt.Errorf("pull from %s: %w", addr, err)
+	}
+	for i := range reply.Deltas {
+		if res, _ := c.admit(&reply.Deltas[i], addr); res == applyApplied {
+			// Peers that missed it too get it without waiting for their own pull.
+			c.push.enqueue(reply.Deltas[i].Owner, wantsSince(ws, reply.Deltas[i].Owner))
+		}
+	}
+	return nil
+}
+
+// stallAfter is how long an exchange may take before its peer counts as
+// not answering: as late as a failed probe, twice over.
+func (c *Cluster) stallAfter() time.Duration {
+	return max(2*c.cfg.Timing.ProbeTimeout, 100*time.Millisecond)
 }
 
 // puller is the backstop: it fetches what members advertise in their tags
@@ -207,9 +161,10 @@ type puller struct {
 }
 
 type want struct {
-	version uint64 // the owner's version to reach
-	hint    string // a peer known to hold it
-	tries   int
+	version uint64    // the owner's version to reach
+	hint    string    // a peer known to hold it
+	tries   int       // peers asked so far
+	asked   time.Time // when the last was asked
 }
 
 func newPuller(c *Cluster) *puller {
@@ -268,19 +223,28 @@ func (p *puller) sweep() {
 	}
 }
 
-// round pulls every outstanding want: from the owner when it is alive, on
-// every other try (or when it is not) from the hinted or a random peer.
+// round hands every outstanding want to a peer's sender: the owner's when
+// it is alive, on every other try (or when it is not) the hinted or a
+// random peer's. A want already asked of a peer that has not answered yet
+// waits for stallAfter before it is asked elsewhere.
 func (p *puller) round() {
 	members := make(map[string]Member)
 	for _, m := range p.c.catalog.Members() {
 		members[m.Name] = m
 	}
-	byAddr := make(map[string][]Want)
+	now := time.Now()
+	type ask struct {
+		owner, addr string
+		version     uint64
+	}
+	var asks []ask
 	p.mu.Lock()
 	for owner, w := range p.wants {
-		since := p.c.catalog.Version(owner)
-		if since >= w.version {
+		if p.c.catalog.Version(owner) >= w.version {
 			delete(p.wants, owner)
+			continue
+		}
+		if now.Sub(w.asked) < p.c.stallAfter() {
 			continue
 		}
 		addr := ""
@@ -299,33 +263,30 @@ func (p *puller) round() {
 		}
 		w.tries++
 		if addr != "" {
-			byAddr[addr] = append(byAddr[addr], Want{Owner: owner, Since: since})
+			w.asked = now
+			asks = append(asks, ask{owner, addr, w.version})
 		}
 	}
 	p.mu.Unlock()
-
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for addr, wants := range byAddr {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			p.c.stats.pulls.Add(1)
-			reply, err := p.c.call(addr, &message{Type: msgPull, From: p.c.cfg.NodeName, Wants: wants})
-			if err != nil {
-				p.c.log.Debug("pull failed", "peer", addr, "err", err)
-				return
-			}
-			for i := range reply.Deltas {
-				if res, _ := p.c.admit(&reply.Deltas[i], addr); res == applyApplied {
-					// Peers that missed it too get it without waiting for their own pull.
-					p.c.push.enqueue(reply.Deltas[i].Owner, wantsSince(wants, reply.Deltas[i].Owner))
-				}
-			}
-		}()
+	for _, a := range asks {
+		p.c.send.get(a.addr).pull(a.owner, a.version)
 	}
-	wg.Wait()
+}
+
+// askAgain asks for a round soon for wants whose pull failed: it may go
+// to another peer at once.
+func (p *puller) askAgain(owners map[string]uint64) {
+	p.mu.Lock()
+	for owner := range owners {
+		if w := p.wants[owner]; w != nil {
+			w.asked = time.Time{}
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 func wantsSince(wants []Want, owner string) uint64 {
@@ -337,9 +298,9 @@ func wantsSince(wants []Want, owner string) uint64 {
 	return 0
 }
 
-// pushPeers returns the catalog addresses of up to n alive peers to push a
-// new delta to: the local agent's successor in the ring of members ordered
-// by name, then n-1 random others.
+// pushPeers returns the catalog addresses of the peers to push a new delta
+// to: the local agent's successor in the ring of alive members ordered by
+// name, then n-1 random others, those that answer first.
 //
 // Random peers alone do not reach everyone: when each agent pushes what is
 // new to it once, to n random peers, about e^-n of the cluster (5% at n=3)
@@ -349,6 +310,14 @@ func wantsSince(wants []Want, owner string) uint64 {
 // the delta goes round the whole ring even where the random pushes miss,
 // one hop behind the agent before: everyone gets it, as long as membership
 // views agree, in about log(N) hops.
+//
+// A successor that cannot take the delta now (an exchange with it is in
+// flight, as one with a peer that black-holes packets and is not failed
+// yet hangs for the TCP timeout, or the last one failed) would hold the
+// ring there, so the first successor that can is added too; the busy one
+// keeps the delta in its queue and gets it when it answers. The random
+// peers are chosen among those that can take it now, when there are
+// enough.
 func (c *Cluster) pushPeers(n int) []string {
 	var ring []Member // ordered by name, as Members returns them
 	for _, m := range c.catalog.Members() {
@@ -359,12 +328,42 @@ func (c *Cluster) pushPeers(n int) []string {
 	if len(ring) == 0 || n < 1 {
 		return nil
 	}
-	next := sort.Search(len(ring), func(i int) bool { return ring[i].Name > c.cfg.NodeName }) % len(ring)
-	addrs := []string{ring[next].RPCAddr()}
-	others := append(ring[:next:next], ring[next+1:]...)
+	healthy := func(m Member) bool { return c.send.ready(m.RPCAddr()) }
+	first := sort.Search(len(ring), func(i int) bool { return ring[i].Name > c.cfg.NodeName }) % len(ring)
+	addrs := []string{ring[first].RPCAddr()}
+	chosen := map[int]bool{first: true}
+	if !healthy(ring[first]) {
+		for k := 1; k < len(ring); k++ {
+			if i := (first + k) % len(ring); healthy(ring[i]) {
+				addrs = append(addrs, ring[i].RPCAddr())
+				chosen[i] = true
+				break
+			}
+		}
+	}
+	var others []Member
+	for i, m := range ring {
+		if !chosen[i] {
+			others = append(others, m)
+		}
+	}
 	rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
-	for _, m := range others[:min(n-1, len(others))] {
-		addrs = append(addrs, m.RPCAddr())
+	var silent []string
+	for _, m := range others {
+		if len(addrs) >= n+len(chosen)-1 {
+			break
+		}
+		if healthy(m) {
+			addrs = append(addrs, m.RPCAddr())
+		} else {
+			silent = append(silent, m.RPCAddr())
+		}
+	}
+	for _, addr := range silent { // only when too few answer
+		if len(addrs) >= n+len(chosen)-1 {
+			break
+		}
+		addrs = append(addrs, addr)
 	}
 	return addrs
 }

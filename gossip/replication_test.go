@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestTwentyRegistrationsReachEveryNode(t *testing.T) {
@@ -52,7 +54,7 @@ func TestLargeCatalogReplicates(t *testing.T) {
 			ID: id, Name: "big", Port: 10000 + i, Meta: map[string]string{"blob": blob, "i": fmt.Sprint(i)},
 		}})
 	}
-	if err := owner.Publish(d); err != nil {
+	if err := ownerOf(owner).publish(owner, d); err != nil {
 		t.Fatal(err)
 	}
 	waitEvery(t, cs, 10*time.Second, "200 big instances on every node", func(c *Cluster) bool {
@@ -96,7 +98,7 @@ func TestLateJoinerCatchesUp(t *testing.T) {
 	cfg := TestConfig("late")
 	cfg.Seeds = []string{cs[2].LocalMember().GossipAddr()}
 	late := startNode(t, cfg)
-	waitFor(t, 10*time.Second, "the late joiner to hold node1's catalog", func() bool {
+	testutil.Wait(t, 10*time.Second, "the late joiner to hold node1's catalog", func() bool {
 		return late.Catalog().Version("node1") == p.version && len(late.Catalog().Instances("web")) == 9
 	})
 	if hasInstance(late, "web", "web-3") {
@@ -105,7 +107,7 @@ func TestLateJoinerCatchesUp(t *testing.T) {
 	if st := late.Stats(); st.Pulls == 0 || st.PushesIn != 0 {
 		t.Errorf("late joiner stats %+v: want pulls and no pushes", st)
 	}
-	waitFor(t, 5*time.Second, "everyone to see the late joiner", func() bool {
+	testutil.Wait(t, 5*time.Second, "everyone to see the late joiner", func() bool {
 		for _, c := range cs {
 			if memberStatus(c, "late") != StatusAlive {
 				return false

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,12 +35,19 @@ func (c *Cluster) serveRPC() {
 // serveConn answers one request on conn, or hands it to the mesh.
 func (c *Cluster) serveConn(conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	// A peer gone silent mid-request would hold this goroutine, and so
+	// Shutdown, until the deadline: Shutdown closes the connection.
+	stopClosing := context.AfterFunc(c.ctx, func() { conn.Close() })
+	defer stopClosing()
 	// One port between nodes: catalog frames open with a frame kind (0 or
 	// 1), the mesh with a TLS handshake record.
 	br := bufio.NewReaderSize(conn, 16)
 	if first, err := br.Peek(1); err == nil && first[0] == tlsHandshakeRecord && c.cfg.TLSHandler != nil {
+		if !stopClosing() {
+			return // shutting down: already closed
+		}
 		_ = conn.SetDeadline(time.Time{})
-		c.cfg.TLSHandler(&peekedConn{Conn: conn, r: br})
+		c.cfg.TLSHandler(&peekedConn{Conn: conn, r: br}) // the mesh owns it now
 		return
 	}
 	defer conn.Close()
@@ -133,14 +141,21 @@ func (c *Cluster) admit(d *Delta, from string) (applyResult, uint64) {
 	return res, prev
 }
 
-// call sends m to the agent serving addr and returns its reply.
+// call sends m to the agent serving addr and returns its reply. The dial,
+// the write and the read share one deadline, the TCP timeout, and
+// Shutdown ends them at once.
 func (c *Cluster) call(addr string, m *message) (*message, error) {
-	conn, err := c.cfg.Network.dial(c.cfg.NodeName, addr, c.cfg.Timing.TCPTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timing.TCPTimeout)
+	defer cancel()
+	conn, err := c.net.Dial(ctx, c.cfg.NodeName, addr)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(c.cfg.Timing.TCPTimeout))
+	defer context.AfterFunc(c.ctx, func() { conn.Close() })()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
 	if err := writeMessage(&countingWriter{conn, &c.stats.bytesOut}, m, c.sealer); err != nil {
 		return nil, err
 	}

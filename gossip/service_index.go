@@ -149,9 +149,48 @@ func (c *Catalog) forgetOwnerLocked(owner string, o *ownerState) {
 	}
 }
 
+// reindexLocalLocked keeps the service index in step with a new state of
+// the local catalog. Call with mu held, after bumpLocked.
+func (c *Catalog) reindexLocalLocked(old, st LocalState) {
+	move := func(before, now Record) {
+		if before.Version == now.Version && before.Deleted == now.Deleted {
+			return
+		}
+		k := recordKey{c.local, now.ID}
+		if name := liveName(before); name != "" {
+			c.svcs.remove(name, k, c.index)
+		}
+		if name := liveName(now); name != "" {
+			c.svcs.add(name, k, c.index)
+		}
+	}
+	if st.Floor() > old.Version() {
+		// Tombstones were reaped past what the index saw: start over.
+		for r := range old.Changes(0) {
+			move(r, Record{ID: r.ID})
+		}
+		for r := range st.Changes(0) {
+			move(Record{ID: r.ID}, r)
+		}
+		return
+	}
+	for r := range st.Changes(old.Version()) {
+		before, _ := old.Record(r.ID)
+		move(before, r)
+	}
+}
+
 // touchOwnerLocked moves on the generation of every service with an
 // instance on owner, whose node changed. Call with mu held, after bumpLocked.
 func (c *Catalog) touchOwnerLocked(owner string) {
+	if owner == c.local {
+		for r := range c.localSt.Changes(0) {
+			if name := liveName(r); name != "" {
+				c.svcs.touch(name, c.index)
+			}
+		}
+		return
+	}
 	o := c.owners[owner]
 	if o == nil {
 		return
@@ -172,11 +211,16 @@ func (c *Catalog) indexedInstancesLocked(name string) []Instance {
 	}
 	out := make([]Instance, 0, len(e.refs))
 	for k := range e.refs {
-		o, m := c.owners[k.owner], c.members[k.owner]
-		if o == nil || m == nil || !c.visibleLocked(k.owner, o, m) {
+		m := c.members[k.owner]
+		if m == nil {
 			continue
 		}
-		r := o.records[k.id]
+		var r Record
+		if k.owner == c.local {
+			r, _ = c.localSt.Record(k.id)
+		} else if o := c.owners[k.owner]; o != nil && c.visibleLocked(k.owner, o, m) {
+			r = o.records[k.id]
+		}
 		if liveName(r) != name {
 			continue
 		}

@@ -52,7 +52,7 @@ func TestServiceIndexMatchesScan(t *testing.T) {
 						d.Records = append(d.Records, rec())
 					}
 					if owner == "n1" {
-						c.publishLocal(&d)
+						publishLocal(c, &d)
 					} else {
 						c.apply(&d)
 					}

@@ -13,6 +13,9 @@ type Stats struct {
 	PushesOut uint64 // push messages sent
 	PushesIn  uint64 // push messages received
 	Pulls     uint64 // pull requests sent
+	// TagUpdates counts the updates of this member's serf tags (each a
+	// broadcast to the cluster) that advertised a new catalog version.
+	TagUpdates uint64
 	// MemberFailures counts the times failure detection declared a member
 	// failed here; one that flaps counts once per failure.
 	MemberFailures uint64
@@ -27,7 +30,7 @@ type Stats struct {
 }
 
 type stats struct {
-	bytesOut, bytesIn, pushesOut, pushesIn, pulls, memberFailures, entrySyncs atomic.Uint64
+	bytesOut, bytesIn, pushesOut, pushesIn, pulls, memberFailures, entrySyncs, tagUpdates atomic.Uint64
 }
 
 func (s *stats) snapshot() Stats {
@@ -38,6 +41,7 @@ func (s *stats) snapshot() Stats {
 		PushesIn:  s.pushesIn.Load(),
 		Pulls:     s.pulls.Load(),
 
+		TagUpdates:     s.tagUpdates.Load(),
 		MemberFailures: s.memberFailures.Load(),
 		EntrySyncs:     s.entrySyncs.Load(),
 	}

@@ -139,6 +139,7 @@ func (a *Agent) Start() (err error) {
 		gcfg.Attestor = catalogAttestor{a.ids}
 		gcfg.TLSHandler = func(c net.Conn) { a.mesh.serve(c) }
 	}
+	gcfg.Local = a.reg
 	if a.cluster, err = gossip.New(gcfg); err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func (a *Agent) Start() (err error) {
 	// first tags peers see carry its version and floor: a restart with a
 	// wiped data dir is then recognized at once, never shown alive with
 	// the services of its previous life.
-	a.reg.publish = a.cluster.Publish
+	a.reg.published = a.cluster.LocalChanged
 	a.checks = newCheckManager(a, a.log)
 	a.reg.committed = func(st *registryState) {
 		a.checks.sync(st)
@@ -292,8 +293,12 @@ func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 // Proxy is the agent's forwarding proxy, or nil when disabled.
 func (a *Agent) Proxy() *lb.Proxy { return a.proxy }
 
-// Cluster is the agent's gossip cluster.
-func (a *Agent) Cluster() *gossip.Cluster { return a.cluster }
+// Cluster is a read-only view of the agent's gossip cluster.
+func (a *Agent) Cluster() ClusterView { return ClusterView{a.cluster} }
+
+// Join contacts the given gossip addresses once and reports how many
+// answered.
+func (a *Agent) Join(addrs []string) (int, error) { return a.cluster.Join(addrs) }
 
 // NodeName is the agent's name in the cluster.
 func (a *Agent) NodeName() string { return a.cfg.NodeName }

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestRegistrationVisibleOnEveryAgent(t *testing.T) {
@@ -13,7 +15,7 @@ func TestRegistrationVisibleOnEveryAgent(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("register: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "web-1 passing on every agent", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-1 passing on every agent", func() bool {
 		for _, a := range as {
 			e := healthEntries(t, a, "web", "?passing")
 			if len(e) != 1 || e[0].Service.ID != "web-1" || e[0].Node.Node != "n1" {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestNewFilter checks parsing and the bounds on expressions.
@@ -108,7 +110,7 @@ func TestFilterConsulClient(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "both web instances everywhere", func() bool {
+	testutil.Wait(t, 10*time.Second, "both web instances everywhere", func() bool {
 		s, _, err := c1.Catalog().Service("web", "", nil)
 		return err == nil && len(s) == 2
 	})

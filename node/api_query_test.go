@@ -6,6 +6,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestNear checks ?near=: results come nearest first by the Vivaldi
@@ -20,7 +22,7 @@ func TestNear(t *testing.T) {
 		}
 	}
 	c := consulClient(t, as[0])
-	waitFor(t, 15*time.Second, "three instances and three coordinates", func() bool {
+	testutil.Wait(t, 15*time.Second, "three instances and three coordinates", func() bool {
 		s, _, err := c.Catalog().Service("web", "", nil)
 		return err == nil && len(s) == 3 && len(as[0].Cluster().Coordinates()) == 3
 	})
@@ -45,7 +47,7 @@ func TestNear(t *testing.T) {
 		if near == "_agent" {
 			from = "n0"
 		}
-		waitFor(t, 10*time.Second, "catalog service near "+near, func() bool {
+		testutil.Wait(t, 10*time.Second, "catalog service near "+near, func() bool {
 			s, _, err := c.Catalog().Service("web", "", &consul.QueryOptions{Near: near})
 			if err != nil {
 				return false
@@ -56,7 +58,7 @@ func TestNear(t *testing.T) {
 			}
 			return sortedFrom(from, nodes)
 		})
-		waitFor(t, 10*time.Second, "health service near "+near, func() bool {
+		testutil.Wait(t, 10*time.Second, "health service near "+near, func() bool {
 			s, _, err := c.Health().Service("web", "", false, &consul.QueryOptions{Near: near})
 			if err != nil {
 				return false
@@ -67,7 +69,7 @@ func TestNear(t *testing.T) {
 			}
 			return sortedFrom(from, nodes)
 		})
-		waitFor(t, 10*time.Second, "catalog nodes near "+near, func() bool {
+		testutil.Wait(t, 10*time.Second, "catalog nodes near "+near, func() bool {
 			s, _, err := c.Catalog().Nodes(&consul.QueryOptions{Near: near})
 			if err != nil {
 				return false

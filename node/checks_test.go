@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestDamper(t *testing.T) {
@@ -159,7 +161,7 @@ func waitCheckStatus(t *testing.T, a *Agent, id, status string, timeout time.Dur
 	t.Helper()
 	var c AgentCheck
 	var ok bool
-	waitFor(t, timeout, fmt.Sprintf("check %s %s on %s", id, status, a.NodeName()), func() bool {
+	testutil.Wait(t, timeout, fmt.Sprintf("check %s %s on %s", id, status, a.NodeName()), func() bool {
 		c, ok = agentChecksOf(t, a)[id]
 		return ok && c.Status == status
 	})
@@ -416,7 +418,7 @@ func TestDeregisterCheckStopsRunner(t *testing.T) {
 	putOK(t, a, "/v1/agent/service/register", map[string]any{"ID": "web-1", "Name": "web"})
 	putOK(t, a, "/v1/agent/check/register", map[string]any{"Name": "probe", "ServiceID": "web-1",
 		"HTTP": b.url, "Interval": "100ms"})
-	waitFor(t, 5*time.Second, "3 probes", func() bool { return b.hits.Load() >= 3 })
+	testutil.Wait(t, 5*time.Second, "3 probes", func() bool { return b.hits.Load() >= 3 })
 
 	putOK(t, a, "/v1/agent/check/deregister/probe", nil)
 	after := b.hits.Load()
@@ -448,7 +450,7 @@ func TestChecksSurviveRestart(t *testing.T) {
 	if _, ok := checks["heartbeat"]; !ok {
 		t.Errorf("after restart: heartbeat missing from %v", checks)
 	}
-	waitFor(t, 5*time.Second, "the HTTP check probing again", func() bool { return b.hits.Load() > before+2 })
+	testutil.Wait(t, 5*time.Second, "the HTTP check probing again", func() bool { return b.hits.Load() > before+2 })
 	b.code.Store(http.StatusServiceUnavailable)
 	waitCheckStatus(t, a, "chk-web-1", "critical", 5*time.Second)
 	// The TTL timer runs again too.
@@ -469,7 +471,7 @@ func TestDeregisterCriticalServiceAfter(t *testing.T) {
 	putOK(t, a, "/v1/agent/service/register",
 		httpService("doomed", "doomed", b.url, map[string]any{"DeregisterCriticalServiceAfter": "500ms"}))
 
-	waitFor(t, 5*time.Second, "doomed deregistered", func() bool {
+	testutil.Wait(t, 5*time.Second, "doomed deregistered", func() bool {
 		_, ok := a.reg.current().Services["doomed"]
 		return !ok
 	})
@@ -490,7 +492,7 @@ func TestDeregisterCriticalServiceAfterTurnedCritical(t *testing.T) {
 	waitCheckStatus(t, a, "chk-doomed", "passing", 5*time.Second)
 	b.code.Store(http.StatusInternalServerError)
 	start := time.Now()
-	waitFor(t, 5*time.Second, "doomed deregistered", func() bool {
+	testutil.Wait(t, 5*time.Second, "doomed deregistered", func() bool {
 		_, ok := a.reg.current().Services["doomed"]
 		return !ok
 	})
@@ -503,11 +505,11 @@ func TestChecksNeverOverlap(t *testing.T) {
 	a := startAgent(t, "n0", nil)
 	svc := httpService("slow-1", "slow", b.url, map[string]any{"Timeout": "2s"})
 	putOK(t, a, "/v1/agent/service/register", svc)
-	waitFor(t, 10*time.Second, "2 probes", func() bool { return b.hits.Load() >= 2 })
+	testutil.Wait(t, 10*time.Second, "2 probes", func() bool { return b.hits.Load() >= 2 })
 	// Registering the same definition again must not start a second runner.
 	putOK(t, a, "/v1/agent/service/register", svc)
 	putOK(t, a, "/v1/agent/service/register", svc)
-	waitFor(t, 10*time.Second, "6 probes", func() bool { return b.hits.Load() >= 6 })
+	testutil.Wait(t, 10*time.Second, "6 probes", func() bool { return b.hits.Load() >= 6 })
 	if m := b.maxInflight.Load(); m != 1 {
 		t.Errorf("up to %d probes ran at once, want 1", m)
 	}
@@ -574,7 +576,7 @@ func TestFirstCheckOutputShown(t *testing.T) {
 	b.code.Store(http.StatusInternalServerError)
 	a := startAgent(t, "n0", nil)
 	putOK(t, a, "/v1/agent/service/register", httpService("web-1", "web", b.url, nil))
-	waitFor(t, 5*time.Second, "the first output of chk-web-1", func() bool {
+	testutil.Wait(t, 5*time.Second, "the first output of chk-web-1", func() bool {
 		return strings.Contains(agentChecksOf(t, a)["chk-web-1"].Output, "500 Internal Server Error")
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // instanceIDs lists the service IDs of health entries.
@@ -120,7 +122,7 @@ func TestCrashedAgent(t *testing.T) {
 	if code, body := do(t, victim, "PUT", "/v1/agent/service/deregister/web-old", nil); code != http.StatusOK {
 		t.Fatalf("deregister: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "web-victim and web-0 passing everywhere, web-old nowhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-victim and web-0 passing everywhere, web-old nowhere", func() bool {
 		for _, a := range as {
 			if ids := instanceIDs(healthEntries(t, a, "web", "?passing")); !slices.Equal(ids, []string{"web-0", "web-victim"}) {
 				return false
@@ -132,7 +134,7 @@ func TestCrashedAgent(t *testing.T) {
 	oldAddr := victim.Cluster().LocalMember().GossipAddr()
 	killed := time.Now()
 	victim.Shutdown()
-	waitFor(t, 10*time.Second, "n4 failed on every live agent", func() bool {
+	testutil.Wait(t, 10*time.Second, "n4 failed on every live agent", func() bool {
 		for _, a := range live {
 			if statusOf(a, "n4") != gossip.StatusFailed {
 				return false
@@ -173,7 +175,7 @@ func TestCrashedAgent(t *testing.T) {
 		t.Fatalf("restarted on the old gossip address %s, want a new one", newAddr)
 	}
 	everyone := append(slices.Clone(live), back)
-	waitFor(t, 15*time.Second, "n4 alive with web-victim passing everywhere", func() bool {
+	testutil.Wait(t, 15*time.Second, "n4 alive with web-victim passing everywhere", func() bool {
 		for _, a := range everyone {
 			if statusOf(a, "n4") != gossip.StatusAlive {
 				return false
@@ -206,7 +208,7 @@ func TestGracefulLeave(t *testing.T) {
 	register(t, leaver, `{"Name":"web","ID":"web-2","Port":80}`)
 	register(t, leaver, `{"Name":"cache","Port":6379}`)
 	register(t, as[0], `{"Name":"web","ID":"web-0","Port":80}`)
-	waitFor(t, 5*time.Second, "web-2 on every agent", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-2 on every agent", func() bool {
 		for _, a := range as {
 			if !hasInstance(t, a, "web", "?passing", "web-2") || !hasInstance(t, a, "cache", "?passing", "cache") {
 				return false
@@ -218,7 +220,7 @@ func TestGracefulLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaver.Shutdown()
-	waitFor(t, 10*time.Second, "n2 left and its services gone", func() bool {
+	testutil.Wait(t, 10*time.Second, "n2 left and its services gone", func() bool {
 		for _, a := range as[:2] {
 			if st := statusOf(a, "n2"); st != gossip.StatusLeft && st != gossip.StatusNone {
 				return false
@@ -265,7 +267,7 @@ func TestRestartWithWipedDataDir(t *testing.T) {
 	victim := as[2]
 	register(t, victim, `{"Name":"web","ID":"web-old","Port":80}`)
 	register(t, victim, `{"Name":"cache","Port":6379}`)
-	waitFor(t, 5*time.Second, "old services everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "old services everywhere", func() bool {
 		for _, a := range as {
 			if !hasInstance(t, a, "web", "?passing", "web-old") || !hasInstance(t, a, "cache", "?passing", "cache") {
 				return false
@@ -275,7 +277,7 @@ func TestRestartWithWipedDataDir(t *testing.T) {
 	})
 	addr := victim.Cluster().LocalMember().GossipAddr()
 	victim.Shutdown()
-	waitFor(t, 10*time.Second, "n2 failed", func() bool {
+	testutil.Wait(t, 10*time.Second, "n2 failed", func() bool {
 		return statusOf(as[0], "n2") == gossip.StatusFailed && statusOf(as[1], "n2") == gossip.StatusFailed
 	})
 
@@ -286,7 +288,7 @@ func TestRestartWithWipedDataDir(t *testing.T) {
 	}
 	register(t, back, `{"Name":"web","ID":"web-new","Port":81}`)
 	everyone := []*Agent{as[0], as[1], back}
-	waitFor(t, 15*time.Second, "n2 alive with only web-new", func() bool {
+	testutil.Wait(t, 15*time.Second, "n2 alive with only web-new", func() bool {
 		for _, a := range everyone {
 			if statusOf(a, "n2") != gossip.StatusAlive {
 				return false

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // The config store across agents, through the HTTP API: how fast a write
@@ -111,7 +113,7 @@ func TestConfigEntriesConcurrentWritesAcrossAPartition(t *testing.T) {
 	as := startAgentsWith(t, 5, func(_ int, c *Config) { c.Gossip.Network = net })
 	putDefaults(t, as[0], "web", "before")
 	putDefaults(t, as[0], "gone", "doomed")
-	waitFor(t, 5*time.Second, "both entries everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "both entries everywhere", func() bool {
 		for _, a := range as {
 			web, _, _ := configMeta(t, a, kindServiceDefaults, "web")
 			gone, _, _ := configMeta(t, a, kindServiceDefaults, "gone")
@@ -166,7 +168,7 @@ func TestConfigEntriesConcurrentWritesAcrossAPartition(t *testing.T) {
 		}
 		return true
 	}
-	waitFor(t, 5*time.Second, "each side to hold its own write", func() bool {
+	testutil.Wait(t, 5*time.Second, "each side to hold its own write", func() bool {
 		return side(left, "left", "doomed") && side(right, "right", "")
 	})
 	l, _ := as[0].Cluster().Entry(kindServiceDefaults, "web")
@@ -192,7 +194,7 @@ func TestConfigEntriesConcurrentWritesAcrossAPartition(t *testing.T) {
 		}
 		return true
 	}
-	waitFor(t, 30*time.Second, "one winner and the delete on every agent after the heal", settled)
+	testutil.Wait(t, 30*time.Second, "one winner and the delete on every agent after the heal", settled)
 	t.Logf("after the heal: %q (by %s, ModifyIndex %d) on all 5 agents and the deleted entry gone everywhere in %v",
 		want, winner.Writer, winner.Stamp, time.Since(healed).Round(time.Millisecond))
 	holdsFor(t, 3*as[0].cfg.Gossip.SyncInterval, "the winner everywhere, the deleted entry nowhere", settled)
@@ -216,11 +218,11 @@ func TestConfigEntryDeleteSurvivesRestartsAndStalePeers(t *testing.T) {
 		}
 		return true
 	}
-	waitFor(t, 5*time.Second, "the entries everywhere", func() bool {
+	testutil.Wait(t, 5*time.Second, "the entries everywhere", func() bool {
 		return everywhere(as, "stale", true) && everywhere(as, "local", true) && everywhere(as, "kept", true)
 	})
 	// The saved copies must hold them, or the restarts below prove nothing.
-	waitFor(t, 5*time.Second, "n2's saved entries", func() bool { return savedEntries(t, dirs[2])["stale"] })
+	testutil.Wait(t, 5*time.Second, "n2's saved entries", func() bool { return savedEntries(t, dirs[2])["stale"] })
 
 	// n2 goes down holding "stale"; it is deleted meanwhile.
 	as[2].Shutdown()
@@ -243,7 +245,7 @@ func TestConfigEntryDeleteSurvivesRestartsAndStalePeers(t *testing.T) {
 		return everywhere(as, "stale", false) && everywhere(as, "local", false) && everywhere(as, "kept", true)
 	}
 	took := time.Now()
-	waitFor(t, 15*time.Second, "both deletes everywhere, the other entry kept", settled)
+	testutil.Wait(t, 15*time.Second, "both deletes everywhere, the other entry kept", settled)
 	t.Logf("deletes everywhere %v after the second restart", time.Since(took).Round(time.Millisecond))
 	holdsFor(t, 3*as[0].cfg.Gossip.SyncInterval, "no deleted entry back", settled)
 	for i, a := range as {
@@ -314,12 +316,12 @@ func TestServiceDefaultsPolicyOnTheProxy(t *testing.T) {
 	}
 	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-defaults", "Name": "web", "LoadBalancer": map[string]any{"Policy": "hash"}})
 	var seen map[string]int
-	waitFor(t, 5*time.Second, "the hash policy on n0's proxy", func() bool {
+	testutil.Wait(t, 5*time.Second, "the hash policy on n0's proxy", func() bool {
 		seen = spread()
 		return len(seen) == 1
 	})
 	if code, body := do(t, as[1], "DELETE", "/v1/config/service-defaults/web", nil); code != http.StatusOK {
 		t.Fatalf("delete: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "round robin again after the delete", func() bool { return len(spread()) == 2 })
+	testutil.Wait(t, 5*time.Second, "round robin again after the delete", func() bool { return len(spread()) == 2 })
 }

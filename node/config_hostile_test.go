@@ -150,7 +150,7 @@ func entriesJSON(es []gossip.Entry) string {
 func TestConfigEntryCountLimit(t *testing.T) {
 	a := startAgent(t, "n0", nil)
 	for i := range gossip.MaxEntries {
-		if _, ok, err := a.Cluster().PutEntry("service-defaults", fmt.Sprintf("s%05d", i), json.RawMessage(`{"Kind":"service-defaults","Name":"x"}`), nil); !ok || err != nil {
+		if _, ok, err := a.cluster.PutEntry("service-defaults", fmt.Sprintf("s%05d", i), json.RawMessage(`{"Kind":"service-defaults","Name":"x"}`), nil); !ok || err != nil {
 			t.Fatalf("entry %d: %v %v", i, ok, err)
 		}
 	}

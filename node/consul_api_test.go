@@ -6,6 +6,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // consulClient returns the official Consul client pointed at an agent.
@@ -104,7 +106,7 @@ func TestConsulClient(t *testing.T) {
 
 	t.Run("Health.Service on another agent", func(t *testing.T) {
 		var entries []*consul.ServiceEntry
-		waitFor(t, 5*time.Second, "api-1 passing on n2", func() bool {
+		testutil.Wait(t, 5*time.Second, "api-1 passing on n2", func() bool {
 			var err error
 			entries, _, err = other.Health().Service("api", "", true, nil)
 			if err != nil {
@@ -203,7 +205,7 @@ func TestConsulClient(t *testing.T) {
 		// the start), so that the blocked call below can only be woken by
 		// the registration.
 		idx := meta.LastIndex
-		waitFor(t, 10*time.Second, "a quiet catalog", func() bool {
+		testutil.Wait(t, 10*time.Second, "a quiet catalog", func() bool {
 			_, m, err := watcher.Catalog().Services(&consul.QueryOptions{WaitIndex: idx, WaitTime: 300 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -281,7 +283,7 @@ func TestConsulClient(t *testing.T) {
 		}
 		for _, a := range as {
 			c := consulClient(t, a)
-			waitFor(t, 5*time.Second, "api gone from "+a.NodeName(), func() bool {
+			testutil.Wait(t, 5*time.Second, "api gone from "+a.NodeName(), func() bool {
 				entries, _, err := c.Health().Service("api", "", false, nil)
 				if err != nil {
 					t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // dnsQuery asks an agent's DNS interface one question over net ("udp" or
@@ -101,7 +103,7 @@ func dnsCluster(t *testing.T) []*Agent {
 	reg(as[0], map[string]any{"ID": "web-4", "Name": "web", "Address": "10.0.0.4", "Port": 8004,
 		"Check": map[string]any{"CheckID": "ttl-web-4", "TTL": "1h"}}) // critical until passed
 	reg(as[0], map[string]any{"ID": "api-6", "Name": "api", "Address": "fd00::6", "Port": 9000})
-	waitFor(t, 10*time.Second, "web instances replicated to n0", func() bool {
+	testutil.Wait(t, 10*time.Second, "web instances replicated to n0", func() bool {
 		return len(as[0].Cluster().Catalog().Instances("web")) == 4
 	})
 	return as
@@ -207,17 +209,17 @@ func TestDNSOnlyPassingInstances(t *testing.T) {
 	wantSorted(t, "A with web-4 critical", webIPs(), "10.0.0.1", "10.0.0.2", "127.0.0.1")
 
 	putOK(t, as[0], "/v1/agent/check/pass/ttl-web-4", nil)
-	waitFor(t, 5*time.Second, "web-4 answered once passing", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-4 answered once passing", func() bool {
 		return slices.Contains(webIPs(), "10.0.0.4")
 	})
 	putOK(t, as[0], "/v1/agent/check/warn/ttl-web-4", nil)
-	waitFor(t, 5*time.Second, "web-4 gone while warning", func() bool {
+	testutil.Wait(t, 5*time.Second, "web-4 gone while warning", func() bool {
 		return !slices.Contains(webIPs(), "10.0.0.4")
 	})
 
 	// A failed node takes its instances out of DNS at once.
 	as[1].Shutdown()
-	waitFor(t, 15*time.Second, "n1's instances gone after it failed", func() bool {
+	testutil.Wait(t, 15*time.Second, "n1's instances gone after it failed", func() bool {
 		got := webIPs()
 		return slices.Equal(got, []string{"10.0.0.1"})
 	})

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestForceLeave kills two agents without a leave and forces them out
@@ -21,7 +23,7 @@ func TestForceLeave(t *testing.T) {
 		}
 	}
 	c0, c1 := consulClient(t, as[0]), consulClient(t, as[1])
-	waitFor(t, 10*time.Second, "both web instances at n1", func() bool {
+	testutil.Wait(t, 10*time.Second, "both web instances at n1", func() bool {
 		s, _, err := c1.Catalog().Service("web", "", nil)
 		return err == nil && len(s) == 2
 	})
@@ -45,7 +47,7 @@ func TestForceLeave(t *testing.T) {
 		}
 		return m.Status.String()
 	}
-	waitFor(t, 15*time.Second, "n2 and n3 failed at n0 and n1", func() bool {
+	testutil.Wait(t, 15*time.Second, "n2 and n3 failed at n0 and n1", func() bool {
 		for _, a := range as[:2] {
 			if status(a, "n2") != "failed" || status(a, "n3") != "failed" {
 				return false
@@ -60,7 +62,7 @@ func TestForceLeave(t *testing.T) {
 	if err := c0.Agent().ForceLeavePrune("n3"); err != nil {
 		t.Fatalf("ForceLeavePrune(n3): %v", err)
 	}
-	waitFor(t, 10*time.Second, "n2 left and n3 gone everywhere, with their instances", func() bool {
+	testutil.Wait(t, 10*time.Second, "n2 left and n3 gone everywhere, with their instances", func() bool {
 		for _, a := range as[:2] {
 			if status(a, "n2") != "left" || status(a, "n3") != "gone" {
 				return false

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestCheckFailureLeavesPassingEverywhere(t *testing.T) {
@@ -42,7 +44,7 @@ func TestCheckFailureLeavesPassingEverywhere(t *testing.T) {
 func commitsWhile(t *testing.T, a *Agent, timeout time.Duration, what string, done func() bool) int {
 	t.Helper()
 	last, commits := a.reg.current().Version, 0
-	waitFor(t, timeout, what, func() bool {
+	testutil.Wait(t, timeout, what, func() bool {
 		if v := a.reg.current().Version; v != last {
 			last, commits = v, commits+1
 		}
@@ -109,7 +111,7 @@ func TestFailedNodeInstancesCritical(t *testing.T) {
 	seed := as[0].Cluster().LocalMember().GossipAddr()
 	victim := startAgent(t, "n4", func(c *Config) { c.DataDir, c.Join = dir, []string{seed} })
 	as = append(as, victim)
-	waitFor(t, 15*time.Second, "5 alive members everywhere", func() bool {
+	testutil.Wait(t, 15*time.Second, "5 alive members everywhere", func() bool {
 		for _, a := range as {
 			alive := 0
 			for _, m := range a.Cluster().Catalog().Members() {
@@ -137,7 +139,7 @@ func TestFailedNodeInstancesCritical(t *testing.T) {
 	t.Logf("api-4 out of ?passing on all 4 survivors %v after its agent died", time.Since(start).Round(time.Millisecond))
 	for _, a := range survivors {
 		var serf, check HealthCheck
-		waitFor(t, 10*time.Second, "serfHealth of n4 critical on "+a.NodeName(), func() bool {
+		testutil.Wait(t, 10*time.Second, "serfHealth of n4 critical on "+a.NodeName(), func() bool {
 			serf, _ = healthCheckOf(t, a, "api", "api-4", serfHealthID)
 			check, _ = healthCheckOf(t, a, "api", "api-4", "chk-api-4")
 			return serf.Status == "critical"

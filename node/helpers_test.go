@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // startAgent starts an in-process agent with the test profile; cfg may
@@ -51,7 +53,7 @@ func startAgentsWith(t *testing.T, n int, adjust func(i int, c *Config)) []*Agen
 			}
 		}))
 	}
-	waitFor(t, 15*time.Second, "all agents alive everywhere", func() bool {
+	testutil.Wait(t, 15*time.Second, "all agents alive everywhere", func() bool {
 		for _, a := range as {
 			alive := 0
 			for _, m := range a.Cluster().Catalog().Members() {
@@ -66,18 +68,6 @@ func startAgentsWith(t *testing.T, n int, adjust func(i int, c *Config)) []*Agen
 		return true
 	})
 	return as
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // do sends a request to an agent's HTTP API and returns status and body.

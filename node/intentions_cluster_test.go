@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // upstreamProbe sends one HTTP request over a new TCP connection to addr (a
@@ -106,7 +108,7 @@ func TestIntentionsOnEveryNode(t *testing.T) {
 			"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 				"Upstreams": []map[string]any{{"DestinationName": "db", "LocalBindPort": upPort}}}}}})
 	}
-	waitFor(t, 10*time.Second, "db on every caller, every web on n0", func() bool {
+	testutil.Wait(t, 10*time.Second, "db on every caller, every web on n0", func() bool {
 		for _, a := range callers {
 			if !visibleOn(t, a, "db", 1)() {
 				return false

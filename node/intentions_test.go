@@ -8,6 +8,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestConfigEntriesWithConsulClient: the official client's ConfigEntries
@@ -22,7 +24,7 @@ func TestConfigEntriesWithConsulClient(t *testing.T) {
 		t.Fatalf("Set: %v %v", ok, err)
 	}
 	var got consul.ConfigEntry
-	waitFor(t, 5*time.Second, "the entry on n2", func() bool {
+	testutil.Wait(t, 5*time.Second, "the entry on n2", func() bool {
 		got, _, err = c2.ConfigEntries().Get(consul.ServiceDefaults, "web", nil)
 		return err == nil
 	})
@@ -43,7 +45,7 @@ func TestConfigEntriesWithConsulClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the CAS write on n0", func() bool {
+	testutil.Wait(t, 5*time.Second, "the CAS write on n0", func() bool {
 		e, _, err := c0.ConfigEntries().Get(consul.ServiceDefaults, "web", nil)
 		return err == nil && e.(*consul.ServiceConfigEntry).Protocol == "tcp"
 	})
@@ -55,7 +57,7 @@ func TestConfigEntriesWithConsulClient(t *testing.T) {
 	if _, err := c0.Connect().IntentionUpsert(&consul.Intention{SourceName: "web", DestinationName: "db", Action: consul.IntentionActionDeny}, nil); err != nil {
 		t.Fatalf("IntentionUpsert: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the intention on n2", func() bool {
+	testutil.Wait(t, 5*time.Second, "the intention on n2", func() bool {
 		allowed, _, err := c2.Connect().IntentionCheck(&consul.IntentionCheck{Source: "web", Destination: "db"}, nil)
 		return err == nil && !allowed
 	})
@@ -78,14 +80,14 @@ func TestConfigEntriesWithConsulClient(t *testing.T) {
 	if _, err := c2.Connect().IntentionDeleteExact("web", "db", nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the delete on n0", func() bool {
+	testutil.Wait(t, 5*time.Second, "the delete on n0", func() bool {
 		allowed, _, err := c0.Connect().IntentionCheck(&consul.IntentionCheck{Source: "web", Destination: "db"}, nil)
 		return err == nil && allowed
 	})
 	if _, err := c0.ConfigEntries().Delete(consul.ServiceDefaults, "web", nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the delete on n2", func() bool {
+	testutil.Wait(t, 5*time.Second, "the delete on n2", func() bool {
 		_, _, err := c2.ConfigEntries().Get(consul.ServiceDefaults, "web", nil)
 		return err != nil && strings.Contains(err.Error(), "404")
 	})
@@ -147,7 +149,7 @@ func TestIntentionsEnforcedThroughTheMesh(t *testing.T) {
 	as := startMesh(t, p, 2)
 	_, port := backend(t, "db-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "db-1", "Name": "db", "Address": "127.0.0.1", "Port": port})
-	waitFor(t, 5*time.Second, "db seen by n0", visibleOn(t, as[0], "db", 1))
+	testutil.Wait(t, 5*time.Second, "db seen by n0", visibleOn(t, as[0], "db", 1))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	get := func() (int, string) {
 		code, body, err := proxyGet(client, as[0], "db", "/q")
@@ -171,7 +173,7 @@ func TestIntentionsEnforcedThroughTheMesh(t *testing.T) {
 	start := time.Now()
 	var code int
 	var body string
-	waitFor(t, 5*time.Second, "403 through the mesh", func() bool {
+	testutil.Wait(t, 5*time.Second, "403 through the mesh", func() bool {
 		code, body = get()
 		return code == http.StatusForbidden
 	})
@@ -184,7 +186,7 @@ func TestIntentionsEnforcedThroughTheMesh(t *testing.T) {
 		t.Errorf("403 body %q does not name the intention", body)
 	}
 	set(actionAllow)
-	waitFor(t, 5*time.Second, "allowed again", func() bool { code, _ := get(); return code == http.StatusOK })
+	testutil.Wait(t, 5*time.Second, "allowed again", func() bool { code, _ := get(); return code == http.StatusOK })
 	denied := as[1].mesh.denied.snapshot()[[2]string{"node:n0", "db"}]
 	allowed := as[1].mesh.allowed.snapshot()[[2]string{"node:n0", "db"}]
 	if denied == 0 || allowed == 0 {
@@ -215,7 +217,7 @@ func TestDefaultIntentionDeny(t *testing.T) {
 	registerDef(t, as[0], map[string]any{"ID": "web-1", "Name": "web", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "db", "LocalBindPort": up}}}}}})
-	waitFor(t, 5*time.Second, "db seen by n0, web by n1", func() bool {
+	testutil.Wait(t, 5*time.Second, "db seen by n0, web by n1", func() bool {
 		return visibleOn(t, as[0], "db", 1)() && visibleOn(t, as[1], "web", 1)()
 	})
 	client := &http.Client{}
@@ -231,7 +233,7 @@ func TestDefaultIntentionDeny(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("write: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "the wildcard allow to apply", func() bool {
+	testutil.Wait(t, 5*time.Second, "the wildcard allow to apply", func() bool {
 		code, _, err := proxyGet(client, as[0], "db", "/")
 		return err == nil && code == http.StatusOK
 	})

@@ -14,29 +14,13 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // testKey returns a base64 32-byte gossip key made of b.
 func testKey(b byte) string {
 	return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))
-}
-
-// logBuffer collects an agent's logs from its goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // keyringOf lists the keyring over an agent's API.
@@ -93,13 +77,13 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 		{"key-to-plain", k1, plain.Cluster().LocalMember().GossipAddr(), []*Agent{plain}, "one side has a gossip key and the other not"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			logs := &logBuffer{}
+			logs := &testutil.LogBuffer{}
 			m := startAgent(t, tt.name, func(c *Config) {
 				c.Encrypt = tt.key
 				c.Join = []string{tt.seed}
 				c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 			})
-			_, err := m.Cluster().Join([]string{tt.seed})
+			_, err := m.Join([]string{tt.seed})
 			if err == nil || !strings.Contains(err.Error(), tt.hint) || !strings.Contains(err.Error(), "--encrypt") {
 				t.Errorf("Join error %v, want it to say %q and name --encrypt", err, tt.hint)
 			}
@@ -235,7 +219,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	if n < 20 {
 		t.Fatalf("only %d registrations during the rotation", n)
 	}
-	waitFor(t, 15*time.Second, fmt.Sprintf("all %d registrations on every node", n), func() bool {
+	testutil.Wait(t, 15*time.Second, fmt.Sprintf("all %d registrations on every node", n), func() bool {
 		for _, a := range as {
 			if len(a.Cluster().Catalog().Instances("traffic")) != n {
 				return false
@@ -244,7 +228,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 		return true
 	})
 	register(t, as[3], `{"Name":"after-remove","Port":9}`)
-	waitFor(t, 5*time.Second, "after-remove on every node", func() bool {
+	testutil.Wait(t, 5*time.Second, "after-remove on every node", func() bool {
 		for _, a := range as {
 			if len(a.Cluster().Catalog().Instances("after-remove")) != 1 {
 				return false
@@ -285,11 +269,11 @@ func TestKeyringPersistsAcrossRestart(t *testing.T) {
 	}
 	seed := b.Cluster().LocalMember().GossipAddr()
 	newKey := startAgent(t, "new-key", func(c *Config) { c.Encrypt, c.Join = k2, []string{seed} })
-	waitFor(t, 10*time.Second, "the agent with the new key joined", func() bool {
+	testutil.Wait(t, 10*time.Second, "the agent with the new key joined", func() bool {
 		return seesMember(b, "new-key") && seesMember(newKey, "p0")
 	})
 	oldKey := startAgent(t, "old-key", func(c *Config) { c.Encrypt = k1 })
-	if _, err := oldKey.Cluster().Join([]string{seed}); err == nil || !strings.Contains(err.Error(), "gossip key") {
+	if _, err := oldKey.Join([]string{seed}); err == nil || !strings.Contains(err.Error(), "gossip key") {
 		t.Errorf("agent with the removed key: Join error %v, want a gossip key mismatch", err)
 	}
 }

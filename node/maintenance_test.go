@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // passingSet returns the sorted IDs of name's instances in ?passing on a.
@@ -26,7 +28,7 @@ func waitPassingEverywhere(t *testing.T, as []*Agent, name, want string, timeout
 	t.Helper()
 	for _, a := range as {
 		var got string
-		waitFor(t, timeout, fmt.Sprintf("%s passing = [%s] on %s", name, want, a.NodeName()), func() bool {
+		testutil.Wait(t, timeout, fmt.Sprintf("%s passing = [%s] on %s", name, want, a.NodeName()), func() bool {
 			got = passingSet(t, a, name)
 			return got == want
 		})

@@ -22,6 +22,8 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/shoal-mesh/shoal/node/pki"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // testPKI is an offline root and the files of the nodes it signed.
@@ -119,7 +121,7 @@ func TestMeshCarriesTrafficBetweenNodes(t *testing.T) {
 	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": port})
 	_, lport := backend(t, "local-on-n0")
 	registerDef(t, as[0], map[string]any{"ID": "local-1", "Name": "local", "Address": "127.0.0.1", "Port": lport})
-	waitFor(t, 5*time.Second, "web and local seen by n0", func() bool {
+	testutil.Wait(t, 5*time.Second, "web and local seen by n0", func() bool {
 		return visibleOn(t, as[0], "web", 1)() && visibleOn(t, as[0], "local", 1)()
 	})
 
@@ -175,7 +177,7 @@ func TestMeshRefusesOutsiders(t *testing.T) {
 	})
 	_, port := backend(t, "evil-web")
 	registerDef(t, evil, map[string]any{"ID": "web-evil", "Name": "web", "Address": "127.0.0.1", "Port": port})
-	waitFor(t, 10*time.Second, "the outsider's deltas refused", func() bool {
+	testutil.Wait(t, 10*time.Second, "the outsider's deltas refused", func() bool {
 		return as[0].Cluster().Stats().Refused["signature"] > 0
 	})
 	if n := len(as[0].Cluster().Catalog().Instances("web")); n != 0 {
@@ -391,7 +393,7 @@ func TestMeshNodeCertificateRotation(t *testing.T) {
 	})
 	_, port := backend(t, "web-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": port})
-	waitFor(t, 5*time.Second, "web on n0", visibleOn(t, as[0], "web", 1))
+	testutil.Wait(t, 5*time.Second, "web on n0", visibleOn(t, as[0], "web", 1))
 
 	var ok, failed atomic.Int64
 	stop := make(chan struct{})
@@ -414,7 +416,7 @@ func TestMeshNodeCertificateRotation(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 5*time.Second, "traffic flowing", func() bool { return ok.Load() > 50 })
+	testutil.Wait(t, 5*time.Second, "traffic flowing", func() bool { return ok.Load() > 50 })
 	oldSigner := as[1].ids.Bundle().NodeCert
 	cert, key := p.node("n1")
 	copyFile(t, cert, files[1][0])
@@ -423,7 +425,7 @@ func TestMeshNodeCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := ok.Load()
-	waitFor(t, 5*time.Second, "traffic after the rotation", func() bool { return ok.Load() > n+100 })
+	testutil.Wait(t, 5*time.Second, "traffic after the rotation", func() bool { return ok.Load() > n+100 })
 	close(stop)
 	wg.Wait()
 	if f := failed.Load(); f != 0 {
@@ -467,7 +469,7 @@ func TestSidecarUpstreamCarriesServiceIdentity(t *testing.T) {
 	registerDef(t, as[0], map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "web", "LocalBindPort": up}}}}}})
-	waitFor(t, 5*time.Second, "web on n0, api on n1", func() bool {
+	testutil.Wait(t, 5*time.Second, "web on n0, api on n1", func() bool {
 		return visibleOn(t, as[0], "web", 1)() && visibleOn(t, as[1], "api", 1)()
 	})
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/x", up))
@@ -533,7 +535,7 @@ func TestMeshRootRotation(t *testing.T) {
 	})
 	_, port := backend(t, "web-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": port})
-	waitFor(t, 5*time.Second, "web on n0", visibleOn(t, as[0], "web", 1))
+	testutil.Wait(t, 5*time.Second, "web on n0", visibleOn(t, as[0], "web", 1))
 
 	var ok, failed atomic.Int64
 	stop := make(chan struct{})
@@ -567,7 +569,7 @@ func TestMeshRootRotation(t *testing.T) {
 	})
 	flowing := func(what string) {
 		n := ok.Load()
-		waitFor(t, 5*time.Second, "traffic "+what, func() bool { return ok.Load() > n+50 })
+		testutil.Wait(t, 5*time.Second, "traffic "+what, func() bool { return ok.Load() > n+50 })
 	}
 	reloadAll := func(step string) {
 		for _, a := range as {

@@ -14,6 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // scrape reads an agent's metrics at path and parses them.
@@ -76,7 +78,7 @@ func TestMetricsCluster(t *testing.T) {
 	putOK(t, as[1], "/v1/agent/service/register", map[string]any{"ID": "web-1", "Name": "web", "Port": 8001})
 	putOK(t, as[2], "/v1/agent/service/register", map[string]any{"ID": "db-1", "Name": "db", "Port": 5432,
 		"Check": map[string]any{"CheckID": "ttl-db", "TTL": "1h"}})
-	waitFor(t, 10*time.Second, "instances replicated to n0", func() bool {
+	testutil.Wait(t, 10*time.Second, "instances replicated to n0", func() bool {
 		return len(as[0].Cluster().Catalog().AllInstances()) == 2
 	})
 
@@ -114,7 +116,7 @@ func TestMetricsCluster(t *testing.T) {
 	wantMetric(t, fams, "shoal_check_status", map[string]string{"check": "ttl-db", "service": "db", "status": "passing"}, 1)
 
 	// Once gossip has carried every owner's version, nobody lags.
-	waitFor(t, 10*time.Second, "no catalog version lag on n0", func() bool {
+	testutil.Wait(t, 10*time.Second, "no catalog version lag on n0", func() bool {
 		fams := scrapeMetrics(t, as[0], "/metrics")
 		for _, peer := range []string{"n1", "n2"} {
 			if v, ok := metricValue(fams, "shoal_catalog_version_lag", map[string]string{"node": peer}); !ok || v != 0 {
@@ -126,7 +128,7 @@ func TestMetricsCluster(t *testing.T) {
 
 	// A failed member shows up as such.
 	as[2].Shutdown()
-	waitFor(t, 15*time.Second, "n2 failed in n0's metrics", func() bool {
+	testutil.Wait(t, 15*time.Second, "n2 failed in n0's metrics", func() bool {
 		fams := scrapeMetrics(t, as[0], "/metrics")
 		v, _ := metricValue(fams, "shoal_members", map[string]string{"status": "failed"})
 		return v == 1

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestValidateNodeMeta(t *testing.T) {
@@ -81,7 +83,7 @@ func TestNodeMeta(t *testing.T) {
 		}
 	}
 	c := consulClient(t, as[0])
-	waitFor(t, 10*time.Second, "three web instances", func() bool {
+	testutil.Wait(t, 10*time.Second, "three web instances", func() bool {
 		s, _, err := c.Catalog().Service("web", "", nil)
 		return err == nil && len(s) == 3
 	})

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // The acceptance checks with the real Prometheus: its Consul
@@ -24,10 +26,7 @@ import (
 // cannot be downloaded.
 func buildPromSD(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go not on PATH: cannot build testdata/promsd")
-	}
+	goTool := testutil.GoTool()
 	dir, err := filepath.Abs(filepath.Join("testdata", "promsd"))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +68,7 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 	putOK(t, as[1], "/v1/agent/service/register", map[string]any{"ID": "web-2", "Name": "web", "Tags": []string{"v2"}, "Port": 8002,
 		"Meta": map[string]string{"version": "2.0"}})
 	putOK(t, as[1], "/v1/agent/service/register", map[string]any{"ID": "api-1", "Name": "api", "Address": "10.0.0.3", "Port": 9000})
-	waitFor(t, 10*time.Second, "services replicated to n0", func() bool {
+	testutil.Wait(t, 10*time.Second, "services replicated to n0", func() bool {
 		return len(as[0].Cluster().Catalog().AllInstances()) == 3
 	})
 

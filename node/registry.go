@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"sort"
 	"sync"
@@ -22,6 +23,11 @@ type localService struct {
 	Def     ServiceDefinition `json:"def"`
 	Version uint64            `json:"version"`
 	Checks  []*checkState     `json:"checks,omitempty"`
+
+	// replicated is the service as gossip replicates it, made once, on
+	// first use: a localService never changes, and node checks that
+	// change replace every localService (touchAll).
+	replicated atomic.Pointer[gossip.Service]
 }
 
 // checkState is a check of a local service (or of the node) and its latest
@@ -58,17 +64,55 @@ func (s *registryState) clone() *registryState {
 	}
 }
 
-// delta is the full catalog of this owner as gossip replicates it.
-func (s *registryState) delta() gossip.Delta {
-	d := gossip.Delta{Version: s.Version, Since: s.Floor, Full: true}
-	for id, ls := range s.Services {
-		d.Records = append(d.Records, gossip.Record{ID: id, Version: ls.Version, Service: ls.gossipService(s.NodeChecks)})
+// replicaView is a committed registryState as gossip reads it: this node's
+// gossip.LocalState, so that the version, the floor and the tombstones
+// exist here only.
+type replicaView struct{ st *registryState }
+
+// Version implements gossip.LocalState.
+func (v replicaView) Version() uint64 { return v.st.Version }
+
+// Floor implements gossip.LocalState.
+func (v replicaView) Floor() uint64 { return v.st.Floor }
+
+// Changes implements gossip.LocalState: the services and tombstones that
+// changed after since.
+func (v replicaView) Changes(since uint64) iter.Seq[gossip.Record] {
+	return func(yield func(gossip.Record) bool) {
+		for id, ls := range v.st.Services {
+			if ls.Version > since && !yield(v.record(id, ls)) {
+				return
+			}
+		}
+		for id, ver := range v.st.Tombstones {
+			if ver > since && !yield(gossip.Record{ID: id, Version: ver, Deleted: true}) {
+				return
+			}
+		}
 	}
-	for id, v := range s.Tombstones {
-		d.Records = append(d.Records, gossip.Record{ID: id, Version: v, Deleted: true})
-	}
-	return d
 }
+
+// Record implements gossip.LocalState.
+func (v replicaView) Record(id string) (gossip.Record, bool) {
+	if ls, ok := v.st.Services[id]; ok {
+		return v.record(id, ls), true
+	}
+	if ver, ok := v.st.Tombstones[id]; ok {
+		return gossip.Record{ID: id, Version: ver, Deleted: true}, true
+	}
+	return gossip.Record{}, false
+}
+
+func (v replicaView) record(id string, ls *localService) gossip.Record {
+	svc := ls.replicated.Load()
+	if svc == nil {
+		svc = ls.gossipService(v.st.NodeChecks)
+		ls.replicated.Store(svc)
+	}
+	return gossip.Record{ID: id, Version: ls.Version, Service: svc}
+}
+
+var _ gossip.LocalState = replicaView{}
 
 // gossipService is the service as replicated: its checks, then the node's.
 func (ls *localService) gossipService(nodeChecks map[string]*checkState) *gossip.Service {
@@ -110,14 +154,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// registry holds the services this agent owns. Every change is committed as
-// a new version: persisted (fsynced) first, then published to gossip, so an
-// answered change survives a crash and peers never see a version the disk
-// does not have.
+// registry holds the services this agent owns, and is the one owner of
+// their version, floor and tombstones: gossip reads them through it (it is
+// the cluster's gossip.LocalCatalog) and keeps no copy. Every change is
+// committed as a new version: persisted (fsynced) first, then announced to
+// gossip, so an answered change survives a crash and peers never see a
+// version the disk does not have.
 type registry struct {
-	store   *store // nil: in memory only (--dev)
-	publish func(gossip.Delta) error
-	now     func() time.Time
+	store *store // nil: in memory only (--dev)
+	// published tells gossip that a new state is committed
+	// (gossip.Cluster.LocalChanged); called under commitMu, in order.
+	published func() error
+	now       func() time.Time
 	// committed, if set, is called after each commit, outside the lock, with
 	// the new state; calls can arrive out of order (compare Version).
 	committed func(*registryState)
@@ -129,7 +177,7 @@ type registry struct {
 }
 
 func newRegistry(st *store, now func() time.Time) (*registry, error) {
-	r := &registry{store: st, now: now, publish: func(gossip.Delta) error { return nil }}
+	r := &registry{store: st, now: now, published: func() error { return nil }}
 	state := &registryState{Services: map[string]*localService{}, Tombstones: map[string]uint64{}, NodeChecks: map[string]*checkState{}}
 	if st != nil {
 		loaded, err := st.load()
@@ -146,6 +194,11 @@ func newRegistry(st *store, now func() time.Time) (*registry, error) {
 
 // current returns the committed state; callers must not modify it.
 func (r *registry) current() *registryState { return r.state.Load() }
+
+// LocalState implements gossip.LocalCatalog: the committed state.
+func (r *registry) LocalState() gossip.LocalState { return replicaView{r.current()} }
+
+var _ gossip.LocalCatalog = (*registry)(nil)
 
 // commit applies change to a copy of the state at a new version, persists
 // it and publishes it. A change that fails, or a failed write, leaves the
@@ -179,7 +232,7 @@ func (r *registry) commitLocked(change func(next *registryState, version uint64)
 		}
 	}
 	r.state.Store(next)
-	return next, r.publish(next.delta())
+	return next, r.published()
 }
 
 // bump commits the current services at a new version. At start it makes the

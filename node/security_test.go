@@ -22,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 const testToken = "s3cr3t-token"
@@ -463,7 +465,7 @@ func TestPerClientConnectionCap(t *testing.T) {
 		conns = append(conns, c)
 	}
 	ln := perIPListenerOf(t, a)
-	waitFor(t, 5*time.Second, "the connections counted", func() bool { return ln.open("127.0.0.1") == limit })
+	testutil.Wait(t, 5*time.Second, "the connections counted", func() bool { return ln.open("127.0.0.1") == limit })
 	extra, err := net.Dial("tcp", a.HTTPAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +482,7 @@ func TestPerClientConnectionCap(t *testing.T) {
 		t.Errorf("connection within the cap: %v %v", resp, err)
 	}
 	conns[1].Close()
-	waitFor(t, 5*time.Second, "a slot freed", func() bool { return ln.open("127.0.0.1") == limit-1 })
+	testutil.Wait(t, 5*time.Second, "a slot freed", func() bool { return ln.open("127.0.0.1") == limit-1 })
 	if code, _ := do(t, a, "GET", "/v1/agent/self", nil); code != http.StatusOK {
 		t.Errorf("request after a slot freed: %d", code)
 	}
@@ -730,7 +732,7 @@ func TestPerIPListener(t *testing.T) {
 	}
 	s1.Close()
 	s1.Close() // a second Close must not free a second slot
-	waitFor(t, 5*time.Second, "one slot free", func() bool { return ln.open("127.0.0.1") == 1 })
+	testutil.Wait(t, 5*time.Second, "one slot free", func() bool { return ln.open("127.0.0.1") == 1 })
 	dial()
 	<-accepted
 	if n := ln.open("127.0.0.1"); n != 2 {

@@ -11,6 +11,8 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/shoal-mesh/shoal/gossip"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestTrafficEntriesRefused: entries of the traffic kinds that Shoal cannot
@@ -158,7 +160,7 @@ func splitCluster(t *testing.T) []*Agent {
 			"Meta": map[string]string{"version": version}})
 	}
 	for _, a := range as {
-		waitFor(t, 5*time.Second, "both versions on "+a.NodeName(), visibleOn(t, a, "web", 2))
+		testutil.Wait(t, 5*time.Second, "both versions on "+a.NodeName(), visibleOn(t, a, "web", 2))
 	}
 	return as
 }
@@ -177,7 +179,7 @@ func TestSplitThroughTheProxy(t *testing.T) {
 	putEntry(t, as[1], `{"Kind":"service-resolver","Name":"web","Subsets":{"v1":{"Filter":"Service.Meta.version == v1"},"v2":{"Filter":"Service.Meta.version == v2"}}}`)
 	putEntry(t, as[1], `{"Kind":"service-splitter","Name":"web","Splits":[{"Weight":90,"ServiceSubset":"v1"},{"Weight":10,"ServiceSubset":"v2"}]}`)
 	client := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, 5*time.Second, "the splitter on n0", func() bool {
+	testutil.Wait(t, 5*time.Second, "the splitter on n0", func() bool {
 		_, ok := as[0].Cluster().Entry(kindServiceSplitter, "web")
 		return ok
 	})
@@ -197,7 +199,7 @@ func TestSplitThroughTheProxy(t *testing.T) {
 	putEntry(t, as[2], `{"Kind":"service-splitter","Name":"web","Splits":[{"Weight":0,"ServiceSubset":"v1"},{"Weight":100,"ServiceSubset":"v2"}]}`)
 	start := time.Now()
 	for _, a := range as {
-		waitFor(t, 5*time.Second, "0/100 on "+a.NodeName(), func() bool {
+		testutil.Wait(t, 5*time.Second, "0/100 on "+a.NodeName(), func() bool {
 			for range 20 {
 				if _, body, err := proxyGet(client, a, "web", "/"); err != nil || !strings.HasPrefix(body, "v2") {
 					return false
@@ -215,7 +217,7 @@ func TestZoneTagAndView(t *testing.T) {
 	as := startAgentsWith(t, 2, func(i int, c *Config) { c.Zone = fmt.Sprintf("z%d", i) })
 	_, port := backend(t, "b")
 	registerDef(t, as[1], map[string]any{"Name": "web", "Port": port})
-	waitFor(t, 5*time.Second, "web on n0 with its zone", func() bool {
+	testutil.Wait(t, 5*time.Second, "web on n0 with its zone", func() bool {
 		ins := lbView{cat: as[0].Cluster().Catalog()}.Instances("web")
 		return len(ins) == 1 && ins[0].Zone == "z1" && ins[0].Node == "n1"
 	})
@@ -250,7 +252,7 @@ func TestSidecarUpstreamSpeaksHTTP(t *testing.T) {
 	registerDef(t, as[0], map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "web", "LocalBindPort": up}}}}}})
-	waitFor(t, 5*time.Second, "web and admin on n0, api on n1", func() bool {
+	testutil.Wait(t, 5*time.Second, "web and admin on n0, api on n1", func() bool {
 		return visibleOn(t, as[0], "web", 1)() && visibleOn(t, as[0], "admin", 1)() && visibleOn(t, as[1], "api", 1)()
 	})
 	putEntry(t, as[1], `{"Kind":"service-defaults","Name":"web","Protocol":"http"}`)
@@ -271,7 +273,7 @@ func TestSidecarUpstreamSpeaksHTTP(t *testing.T) {
 		}
 		return resp.StatusCode, b.String()
 	}
-	waitFor(t, 5*time.Second, "web's router on n0's sidecar upstream", func() bool {
+	testutil.Wait(t, 5*time.Second, "web's router on n0's sidecar upstream", func() bool {
 		code, body := get("/admin/x")
 		return code == 200 && body == "admin /admin/x"
 	})
@@ -282,7 +284,7 @@ func TestSidecarUpstreamSpeaksHTTP(t *testing.T) {
 		t.Errorf("admin was not reached as api: %v", as[1].mesh.forwarded.snapshot())
 	}
 	putEntry(t, as[1], `{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"deny"}]}`)
-	waitFor(t, 5*time.Second, "403 for api on n0's sidecar upstream", func() bool {
+	testutil.Wait(t, 5*time.Second, "403 for api on n0's sidecar upstream", func() bool {
 		code, body := get("/x")
 		return code == http.StatusForbidden && strings.Contains(body, "api") && strings.Contains(body, "web")
 	})

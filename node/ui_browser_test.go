@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/testdata/browsertest"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestStatusPageInChromium loads the status page of a three-agent cluster
@@ -32,7 +34,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		"Check": map[string]any{"CheckID": "web-2-ttl", "Name": "heartbeat", "TTL": "30s", "Status": "critical"},
 	})
 	putOK(t, as[1], "/v1/agent/check/fail/web-2-ttl?note=disk+full", nil)
-	waitFor(t, 10*time.Second, "both instances on n0", func() bool { return len(healthEntries(t, as[0], "web", "")) == 2 })
+	testutil.Wait(t, 10*time.Second, "both instances on n0", func() bool { return len(healthEntries(t, as[0], "web", "")) == 2 })
 
 	b := browsertest.New(t, 1280, 900)
 	b.Open("http://" + as[0].HTTPAddr() + "/ui/")
@@ -161,7 +163,7 @@ func TestStatusPageConfigInChromium(t *testing.T) {
 	putOK(t, as[1], "/v1/connect/intentions/exact?source=web&destination=db",
 		map[string]any{"Action": "deny", "Description": "<img src=x onerror=alert(1)>"})
 	putOK(t, as[1], "/v1/config", map[string]any{"Kind": "service-defaults", "Name": "web", "Protocol": "http"})
-	waitFor(t, 5*time.Second, "both entries on n0", func() bool { return len(as[0].Cluster().Entries("")) == 2 })
+	testutil.Wait(t, 5*time.Second, "both entries on n0", func() bool { return len(as[0].Cluster().Entries("")) == 2 })
 
 	b := browsertest.New(t, 1280, 1100)
 	b.Open("http://" + as[0].HTTPAddr() + "/ui/")

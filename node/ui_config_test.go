@@ -7,6 +7,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestUIStateConfig: the page's state lists the config entries (kind,
@@ -21,7 +23,7 @@ func TestUIStateConfig(t *testing.T) {
 	putOK(t, as[0], "/v1/connect/intentions/exact?source=web&destination=db", map[string]any{"Action": "deny", "Description": "no <b>db</b>"})
 	putOK(t, as[0], "/v1/connect/intentions/exact?source=*&destination=db", map[string]any{"Action": "allow"})
 	var st UIState
-	waitFor(t, 5*time.Second, "both entries in n0's state", func() bool {
+	testutil.Wait(t, 5*time.Second, "both entries in n0's state", func() bool {
 		st = uiGetState(t, as[0], "")
 		return len(st.Config.Entries) == 2 && len(st.Config.Intentions) == 2
 	})
@@ -82,7 +84,7 @@ func TestUIStateConfig(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("the blocking read returned %v after the delete: it waited for its timeout", took)
 	}
-	waitFor(t, 5*time.Second, "the delete in n0's state", func() bool {
+	testutil.Wait(t, 5*time.Second, "the delete in n0's state", func() bool {
 		st = uiGetState(t, as[0], "")
 		return len(st.Config.Entries) == 1 && st.Config.Entries[0].Kind == kindServiceIntentions
 	})

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestStatusPageFiles(t *testing.T) {
@@ -86,7 +88,7 @@ func TestUIState(t *testing.T) {
 		"Check": map[string]any{"CheckID": "web-2-ttl", "Name": "heartbeat", "TTL": "30s"},
 	})
 	var st UIState
-	waitFor(t, 10*time.Second, "both instances in n0's state", func() bool {
+	testutil.Wait(t, 10*time.Second, "both instances in n0's state", func() bool {
 		st = uiGetState(t, as[0], "")
 		return len(st.Services) == 1 && len(st.Services[0].Instances) == 2
 	})

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // TestOneWakeUpPerChange checks that a blocking query on a service returns
@@ -20,14 +22,14 @@ func TestOneWakeUpPerChange(t *testing.T) {
 	}
 	for _, a := range as {
 		c := consulClient(t, a)
-		waitFor(t, 10*time.Second, "web at "+a.NodeName(), func() bool {
+		testutil.Wait(t, 10*time.Second, "web at "+a.NodeName(), func() bool {
 			s, _, err := c.Health().Service("web", "", false, nil)
 			return err == nil && len(s) == 1 && len(s[0].Service.Tags) == 1 && s[0].Service.Tags[0] == reg.Tags[0]
 		})
 	}
 	// Let the tag update of the registration settle everywhere.
 	for _, a := range as {
-		waitFor(t, 10*time.Second, "advertised version settled at "+a.NodeName(), func() bool {
+		testutil.Wait(t, 10*time.Second, "advertised version settled at "+a.NodeName(), func() bool {
 			m, ok := a.Cluster().Catalog().Member("n0")
 			return ok && m.CatalogVersion() == as[0].Cluster().Catalog().Version("n0")
 		})

@@ -47,9 +47,15 @@ ephemeral ports (the gossip layer alone: no HTTP API, no proxy) and measures:
   MiB/agent       live heap after GC, and goroutines, per agent
   cpu%            this process's CPU in the two windows (200% = 2 cores)
 
-Each traffic window lasts --window, and at least one memberlist push/pull
-period at that N (30 s at LAN timing, growing with log2 N past 32 agents),
-so that every agent's full-state sync is counted.
+Each traffic window lasts --window and, below 100 agents, at least one
+memberlist push/pull period at that N (30 s at LAN timing, growing with
+log2 N past 32 agents), so that every agent's full-state sync is counted;
+from 100 agents on, memberlist's TCP bytes are the syncs' in the window,
+per sync, times one sync per agent per period.
+
+--network memory carries the agents' traffic through memory instead of
+sockets, and --dilation k multiplies every timer by k (see BENCHMARKS.md):
+together they fit a thousand agents and more on two cores.
 
 Then, up to --serf-max agents, as many stock serf agents (Debian package
 serf), one process each, joined the same way: a user event (not coalesced)
@@ -62,10 +68,14 @@ kill -9 until every other agent lists it failed (polled every 200 ms).`,
 			&cli.IntFlag{Name: "serf-max", Value: 200, Usage: "largest N to run stock serf for (one process per agent); 0: none"},
 			&cli.DurationFlag{Name: "window", Value: 30 * time.Second, Usage: "minimum length of the idle and churn traffic windows"},
 			&cli.Float64Flag{Name: "churn-rate", Value: 2, Usage: "service registrations and deregistrations per second across the cluster in the churn window"},
+			&cli.IntFlag{Name: "churn-burst", Value: 1, Usage: "services each churn event changes on one agent, one after the other (a deploy)"},
 			&cli.IntFlag{Name: "kills", Value: 5, Usage: "agents killed one after the other (at most N-3); the median is reported"},
 			&cli.IntFlag{Name: "join-batch", Usage: "agents that join at once, each batch converging before the next; 0: 2000/N, 1 to 10"},
 			&cli.BoolFlag{Name: "agent-logs", Usage: "print the in-process agents' warnings and errors to stderr"},
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a CPU profile of the whole run to this file"},
+			&cli.StringFlag{Name: "network", Value: "loopback", Usage: "how the in-process agents talk: loopback (UDP and TCP sockets on 127.0.0.1) or memory (no sockets)"},
+			&cli.Float64Flag{Name: "dilation", Value: 1, Usage: "time dilation k: every timer of the agents × k, durations they drive ÷ k, rates × k (see BENCHMARKS.md)"},
+			&cli.BoolFlag{Name: "blackhole", Usage: "black-hole one agent (with --network memory) and time registrations on the others; nothing else is measured"},
 		},
 		Action: runBenchCluster,
 	}
@@ -90,18 +100,32 @@ func clusterOptions(c *cli.Context) ([]int, shoalOpts, error) {
 		return nil, shoalOpts{}, err
 	}
 	timing := c.String("timing")
-	if _, err := benchGossipConfig(timing, "x"); err != nil {
+	if _, err := benchGossipConfig(timing, "x", 1); err != nil {
 		return nil, shoalOpts{}, err
+	}
+	network := c.String("network")
+	if network != "loopback" && network != "memory" {
+		return nil, shoalOpts{}, fmt.Errorf("--network %q: want loopback or memory", network)
+	}
+	if c.Float64("dilation") < 1 {
+		return nil, shoalOpts{}, errors.New("--dilation must be at least 1")
+	}
+	if c.Bool("blackhole") && network != "memory" {
+		return nil, shoalOpts{}, errors.New("--blackhole needs --network memory")
 	}
 	opts := shoalOpts{
 		timing:        timing,
 		registrations: c.Int("registrations"),
 		window:        c.Duration("window"),
 		churnRate:     c.Float64("churn-rate"),
+		churnBurst:    max(c.Int("churn-burst"), 1),
 		log:           c.App.ErrWriter,
 		agentLogs:     c.Bool("agent-logs"),
 		joinBatch:     c.Int("join-batch"),
 		kills:         c.Int("kills"),
+		memory:        network == "memory",
+		dilation:      c.Float64("dilation"),
+		blackhole:     c.Bool("blackhole"),
 	}
 	if opts.registrations < 1 || opts.churnRate <= 0 || opts.window <= 0 || opts.joinBatch < 0 || opts.kills < 1 {
 		return nil, opts, errors.New("--registrations, --churn-rate, --window and --kills must be positive, --join-batch not negative")
@@ -251,7 +275,7 @@ func cpuTime() time.Duration {
 // clusterColumns are the table's headings, in order.
 var clusterColumns = []string{
 	"N", "join", "reg p50", "reg p99", "kill→failed", "false failures",
-	"B/s/node idle", "B/s/node churn", "MiB/agent", "goroutines/agent", "cpu% idle/churn", "load",
+	"B/s/node idle", "B/s/node churn", "B/change", "cpu ms/change", "MiB/agent", "goroutines/agent", "cpu% idle/churn", "load",
 	"serf join", "serf event p50", "serf event p99", "serf kill→failed",
 }
 
@@ -261,14 +285,18 @@ func printClusterTable(w io.Writer, rows []clusterRow) error {
 	var notes []string
 	for _, r := range rows {
 		cells := []string{strconv.Itoa(r.n)}
-		if s := r.shoal; r.shoalErr == "" {
+		if s := r.shoal; r.shoalErr == "" && s.regOnly {
+			cells = append(cells, benchDur(s.join), benchDur(s.regP50), benchDur(s.regP99),
+				"—", "—", "—", "—", "—", "—", "—", "—", "—")
+		} else if r.shoalErr == "" {
 			cells = append(cells, benchDur(s.join), benchDur(s.regP50), benchDur(s.regP99),
 				missedDur(s.kill, s.killDeadline, s.killMissed), strconv.Itoa(s.falseFailures),
 				fmt.Sprintf("%.0f", s.idle.perNode()), fmt.Sprintf("%.0f", s.churn.perNode()),
+				fmt.Sprintf("%.0f", s.bytesPerChange()), fmt.Sprintf("%.2f", s.cpuPerChange()),
 				fmt.Sprintf("%.2f", s.heapMiB), fmt.Sprintf("%.1f", s.goroutines),
 				fmt.Sprintf("%.0f/%.0f", s.idle.cpuPercent(), s.churn.cpuPercent()))
 		} else {
-			cells = append(cells, "failed*", "—", "—", "—", "—", "—", "—", "—", "—", "—")
+			cells = append(cells, "failed*", "—", "—", "—", "—", "—", "—", "—", "—", "—", "—", "—")
 			notes = append(notes, fmt.Sprintf("* shoal N=%d: %s", r.n, r.shoalErr))
 		}
 		cells = append(cells, fmt.Sprintf("%.1f", r.load))
@@ -340,8 +368,9 @@ func printClusterGoals(w io.Writer, rows []clusterRow) {
 		}
 	}
 	for _, r := range rows {
-		if cpu := max(r.shoal.idle.cpuPercent(), r.shoal.churn.cpuPercent()); cpu >= 90*float64(runtime.NumCPU()) {
-			fmt.Fprintf(w, "note: N=%d kept the CPUs busy (%.0f%% of %d00%%): its times include waiting for a CPU\n",
+		// The wall time's CPU: the table's is per second of the agents' time.
+		if cpu := max(r.shoal.idle.cpuPercent(), r.shoal.churn.cpuPercent()) / max(r.shoal.dilation, 1); cpu >= 90*float64(runtime.NumCPU()) {
+			fmt.Fprintf(w, "note: N=%d kept the CPUs busy (%.0f%% of %d00%% of wall time): its times include waiting for a CPU\n",
 				r.n, cpu, runtime.NumCPU())
 		}
 		if r.load > float64(runtime.NumCPU()) {
@@ -400,7 +429,7 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 // benchGossipConfig returns the gossip configuration an agent of the given
 // timing profile runs with (as "shoal agent" builds it from node's
 // profiles), on loopback with ephemeral ports.
-func benchGossipConfig(timing, name string) (gossip.Config, error) {
+func benchGossipConfig(timing, name string, k float64) (gossip.Config, error) {
 	var c node.Config
 	switch timing {
 	case "lan":
@@ -416,7 +445,25 @@ func benchGossipConfig(timing, name string) (gossip.Config, error) {
 	g.NodeName, g.NodeID, g.Datacenter = name, name, c.Datacenter
 	g.BindAddr = "127.0.0.1:0"
 	g.ReapAfter = c.ReapAfter
+	dilate(&g, k)
 	return g, nil
+}
+
+// dilate multiplies every timer of an agent by k (time dilation): with
+// k = 4 the cluster lives four times slower, so the work of a given
+// number of agents takes a quarter of the CPU per second of wall time.
+// Durations that timers drive (join, failure detection) are then divided
+// by k and rates multiplied by k. Serf's own reconnect and reap timers are
+// left alone: they act only on members already failed.
+func dilate(g *gossip.Config, k float64) {
+	for _, d := range []*time.Duration{
+		&g.Timing.ProbeInterval, &g.Timing.ProbeTimeout, &g.Timing.GossipInterval,
+		&g.Timing.PushPullInterval, &g.Timing.TCPTimeout,
+		&g.SyncInterval, &g.TagInterval, &g.TagMaxDelay, &g.JoinBackoff, &g.JoinBackoffMax,
+		&g.ReapAfter, &g.TombstoneTTL, &g.EntryTombstoneTTL,
+	} {
+		*d = time.Duration(float64(*d) * k)
+	}
 }
 
 // pushPullPeriod is memberlist's full-state sync period at n members: the

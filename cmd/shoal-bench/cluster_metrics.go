@@ -17,6 +17,8 @@ import (
 // exactly as in production.
 type memberlistBytes struct {
 	udp, tcp atomic.Uint64 // gossip and probes; push/pull syncs
+	// pushPulls counts the full-state syncs (memberlist.pushPullNode).
+	pushPulls atomic.Uint64
 }
 
 func (s *memberlistBytes) IncrCounterWithLabels(key []string, val float32, _ []metrics.Label) {
@@ -34,11 +36,18 @@ func (s *memberlistBytes) IncrCounterWithLabels(key []string, val float32, _ []m
 func (s *memberlistBytes) IncrCounter(key []string, val float32) {
 	s.IncrCounterWithLabels(key, val, nil)
 }
-func (*memberlistBytes) SetGauge([]string, float32)                             {}
-func (*memberlistBytes) SetGaugeWithLabels([]string, float32, []metrics.Label)  {}
-func (*memberlistBytes) EmitKey([]string, float32)                              {}
-func (*memberlistBytes) AddSample([]string, float32)                            {}
-func (*memberlistBytes) AddSampleWithLabels([]string, float32, []metrics.Label) {}
+func (*memberlistBytes) SetGauge([]string, float32)                            {}
+func (*memberlistBytes) SetGaugeWithLabels([]string, float32, []metrics.Label) {}
+func (*memberlistBytes) EmitKey([]string, float32)                             {}
+func (s *memberlistBytes) AddSample(key []string, val float32) {
+	s.AddSampleWithLabels(key, val, nil)
+}
+
+func (s *memberlistBytes) AddSampleWithLabels(key []string, _ float32, _ []metrics.Label) {
+	if len(key) == 2 && key[0] == "memberlist" && key[1] == "pushPullNode" {
+		s.pushPulls.Add(1)
+	}
+}
 
 var _ metrics.MetricSink = (*memberlistBytes)(nil)
 

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,10 +23,16 @@ type shoalOpts struct {
 	registrations int
 	window        time.Duration
 	churnRate     float64
+	churnBurst    int // services each churn event changes on one agent
 	log           io.Writer
 	agentLogs     bool // the agents' warnings and errors go to log too
 	kills         int  // agents killed one after the other
 	joinBatch     int  // agents that join at once
+	memory        bool // agents talk through memory, not sockets
+	// dilation is the time dilation k: every timer × k (see dilate).
+	dilation float64
+	// blackhole black-holes one agent and times registrations only.
+	blackhole bool
 }
 
 // shoalResult is what one in-process run of n agents measured.
@@ -51,16 +55,59 @@ type shoalResult struct {
 	// heapMiB and goroutines are per agent, above what the process used
 	// before the agents started.
 	heapMiB, goroutines float64
+	// churnRate is the changes per second of the churn window.
+	churnRate float64
+	// regOnly: only join and registrations were measured (--blackhole).
+	regOnly bool
+	// dilation is the run's k: its CPU % are per second of the agents'
+	// time, k times the wall time's.
+	dilation float64
+}
+
+// bytesPerChange is what one change costs the whole cluster in bytes:
+// the churn window's traffic above the idle window's, per change.
+func (r shoalResult) bytesPerChange() float64 {
+	if r.churnRate <= 0 {
+		return 0
+	}
+	return (r.churn.perNode() - r.idle.perNode()) * float64(r.n) / r.churnRate
+}
+
+// cpuPerChange is the CPU one change costs the whole cluster, in ms.
+func (r shoalResult) cpuPerChange() float64 {
+	if r.churnRate <= 0 {
+		return 0
+	}
+	return 10 * (r.churn.cpuPercent() - r.idle.cpuPercent()) / r.churnRate
 }
 
 // trafficWindow is the gossip traffic and the CPU of one measuring window.
 type trafficWindow struct {
 	n int
+	// d is the window's length in the agents' time: wall time ÷ the
+	// dilation.
 	d time.Duration
 	// udp and tcp are memberlist's bytes (gossip and probes; push/pull
 	// syncs), catalog the catalog path's, sent by all agents.
 	udp, tcp, catalog uint64
 	cpu               time.Duration
+	// pushPulls are the full-state syncs in the window; period is how
+	// often each agent starts one (memberlist's scaled push/pull
+	// interval), in the agents' time.
+	pushPulls uint64
+	period    time.Duration
+}
+
+// tcpPerNode is memberlist's TCP bytes per agent per second in steady
+// state: the bytes of one sync times one sync per agent per period. A
+// window shorter than the period catches some agents' syncs and not
+// others' (they are not spread evenly: each agent's phase is set when it
+// starts), so the count of its own syncs would be noise.
+func (w trafficWindow) tcpPerNode() float64 {
+	if w.pushPulls == 0 || w.period <= 0 {
+		return float64(w.tcp) / float64(w.n) / w.d.Seconds()
+	}
+	return float64(w.tcp) / float64(w.pushPulls) / w.period.Seconds()
 }
 
 // perNode is the bytes each agent sent per second, both layers together.
@@ -69,7 +116,7 @@ func (w trafficWindow) perNode() float64 {
 	if w.d <= 0 || w.n == 0 {
 		return 0
 	}
-	return float64(w.udp+w.tcp+w.catalog) / float64(w.n) / w.d.Seconds()
+	return float64(w.udp+w.catalog)/float64(w.n)/w.d.Seconds() + w.tcpPerNode()
 }
 
 // cpuPercent is the process's CPU use in the window, in percent of one core.
@@ -82,8 +129,9 @@ func (w trafficWindow) cpuPercent() float64 {
 
 func (w trafficWindow) String() string {
 	perSec := func(b uint64) float64 { return float64(b) / float64(w.n) / w.d.Seconds() }
-	return fmt.Sprintf("%.0f B/s/node (memberlist udp %.0f + tcp %.0f, catalog %.0f) over %s, cpu %.0f%%",
-		w.perNode(), perSec(w.udp), perSec(w.tcp), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent())
+	return fmt.Sprintf("%.0f B/s/node (memberlist udp %.0f + tcp %.0f, catalog %.0f) over %s, cpu %.0f%%; %d push/pulls of %.0f B",
+		w.perNode(), perSec(w.udp), w.tcpPerNode(), perSec(w.catalog), w.d.Round(time.Second), w.cpuPercent(),
+		w.pushPulls, float64(w.tcp)/float64(max(w.pushPulls, 1)))
 }
 
 // benchAgents are n gossip agents in this process, on loopback. Each
@@ -91,26 +139,22 @@ func (w trafficWindow) String() string {
 type benchAgents struct {
 	nodes  []*gossip.Cluster
 	names  []string
-	owned  []benchOwner
+	owned  []*benchOwner
 	sent   *memberlistBytes
 	timing gossip.Timing
 	log    io.Writer
 	opts   shoalOpts
-	seeds  []string // gossip addresses of the first agents
+	seeds  []string    // gossip addresses of the first agents
+	mem    *memNetwork // with --network memory
 	// resyncs counts the agents that joined a seed again during the join
 	// because they still missed members.
 	resyncs int
-}
-
-// benchOwner is what one agent has published: every record, tombstones
-// included, at its latest version.
-type benchOwner struct {
-	version uint64
-	records map[string]gossip.Record
+	// silent is the black-holed agent (--blackhole); -1: none.
+	silent int
 }
 
 func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResult, err error) {
-	res.n = n
+	res.n, res.dilation = n, opts.dilation
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -127,15 +171,30 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	}
 	defer a.shutdown()
 	a.sent = sent
+	k := opts.dilation
 	if res.join, err = a.join(ctx, joinBatch(opts.joinBatch, n)); err != nil {
 		return res, err
 	}
+	res.join = time.Duration(float64(res.join) / k)
 	fmt.Fprintf(opts.log, "joined: all %d agents see %d alive in %s (%d re-syncs with a seed)\n", n, n, benchDur(res.join), a.resyncs)
 	a.settle(ctx)
 	failures := a.failures()
 
+	if opts.blackhole {
+		// The ring successor of agent 0 (never a seed's only peer).
+		a.silent = min(3, n-1)
+		a.mem.blackHole(a.names[a.silent])
+		fmt.Fprintf(opts.log, "black-holed %s\n", a.names[a.silent])
+		res.regOnly = true
+	}
 	if err := a.measureRegistrations(ctx, opts.registrations, &res); err != nil {
 		return res, err
+	}
+	if opts.blackhole {
+		if m, ok := a.nodes[0].Catalog().Member(a.names[a.silent]); ok {
+			fmt.Fprintf(opts.log, "after the registrations %s is %s in %s's view\n", a.names[a.silent], m.Status, a.names[0])
+		}
+		return res, ctx.Err()
 	}
 	a.settle(ctx)
 	runtime.GC()
@@ -145,15 +204,24 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 	res.goroutines = float64(runtime.NumGoroutine()-goroutines) / float64(n)
 	fmt.Fprintf(opts.log, "memory: %.2f MiB heap and %.1f goroutines per agent\n", res.heapMiB, res.goroutines)
 
-	window := max(opts.window, pushPullPeriod(a.timing.PushPullInterval, n))
+	// The window in wall time: --window of the agents' time, and below
+	// 100 agents at least one push/pull period, so that every agent's
+	// full-state sync is counted. From 100 agents on, the syncs in the
+	// window tell the bytes of one, and the steady rate follows from the
+	// period (see tcpPerNode).
+	window := time.Duration(float64(opts.window) * k)
+	if n < 100 {
+		window = max(window, pushPullPeriod(a.timing.PushPullInterval, n))
+	}
 	if res.idle, err = a.measureTraffic(ctx, window, 0); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(opts.log, "idle: %s\n", res.idle)
+	res.churnRate = opts.churnRate * float64(opts.churnBurst)
 	if res.churn, err = a.measureTraffic(ctx, window, opts.churnRate); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(opts.log, "churn (%.1f changes/s): %s\n", opts.churnRate, res.churn)
+	fmt.Fprintf(opts.log, "churn (%.1f events/s of %d changes): %s\n", opts.churnRate, opts.churnBurst, res.churn)
 	a.settle(ctx)
 
 	victimFails := a.measureKills(ctx, opts.kills, &res)
@@ -163,6 +231,8 @@ func runShoalCluster(ctx context.Context, n int, opts shoalOpts) (res shoalResul
 		res.falseFailures += int(f - failures[i])
 	}
 	res.falseFailures -= victimFails
+	res.kill = time.Duration(float64(res.kill) / k)
+	res.killDeadline = time.Duration(float64(res.killDeadline) / k)
 	fmt.Fprintf(opts.log, "kills: median %s, %d false failures\n", benchDur(res.kill), res.falseFailures)
 	return res, ctx.Err()
 }
@@ -191,12 +261,15 @@ func (a *benchAgents) measureKills(ctx context.Context, kills int, res *shoalRes
 // as a fleet rollout would. Agents started long before they join (hundreds
 // of them idle in the process) made the joins of large clusters fail.
 func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
-	a := &benchAgents{log: opts.log, opts: opts, owned: make([]benchOwner, n)}
+	a := &benchAgents{log: opts.log, opts: opts, silent: -1}
 	for i := range n {
 		a.names = append(a.names, fmt.Sprintf("bench-%04d", i))
-		a.owned[i].records = make(map[string]gossip.Record)
+		a.owned = append(a.owned, &benchOwner{})
 	}
-	cfg, err := benchGossipConfig(opts.timing, a.names[0])
+	if opts.memory {
+		a.mem = newMemNetwork()
+	}
+	cfg, err := benchGossipConfig(opts.timing, a.names[0], opts.dilation)
 	a.timing = cfg.Timing
 	return a, err
 }
@@ -204,10 +277,14 @@ func newBenchAgents(n int, opts shoalOpts) (*benchAgents, error) {
 // start creates and starts the next agent, not joined yet.
 func (a *benchAgents) start() error {
 	i := len(a.nodes)
-	cfg, err := benchGossipConfig(a.opts.timing, a.names[i])
+	cfg, err := benchGossipConfig(a.opts.timing, a.names[i], a.opts.dilation)
 	if err != nil {
 		return err
 	}
+	if a.mem != nil {
+		cfg.Network = a.mem
+	}
+	cfg.Local = a.owned[i]
 	if a.opts.agentLogs {
 		cfg.Logger = slog.New(slog.NewTextHandler(a.opts.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("agent", a.names[i])
 	}
@@ -402,21 +479,6 @@ func aliveCount(c *gossip.Catalog) int {
 	return n
 }
 
-// change changes one service of agent i, registering it or, with gone,
-// deregistering it, and returns the delta to publish. It does not publish,
-// so that the caller can time it.
-func (a *benchAgents) change(i int, id string, gone bool) gossip.Delta {
-	o := &a.owned[i]
-	o.version = gossip.NextVersion(o.version, time.Now())
-	r := gossip.Record{ID: id, Version: o.version, Deleted: gone}
-	if !gone {
-		r.Service = &gossip.Service{ID: id, Name: "bench", Address: "127.0.0.1", Port: 8080,
-			Tags: []string{"v1"}, Weights: gossip.Weights{Passing: 1, Warning: 1}}
-	}
-	o.records[id] = r
-	return gossip.Delta{Version: o.version, Records: slices.Collect(maps.Values(o.records))}
-}
-
 // waitAll runs start once a watcher per agent (but skip) follows its
 // catalog, then waits until ok holds on every watched agent or the deadline
 // passes. It returns when ok first held on each, zero where it never did.
@@ -489,33 +551,45 @@ func (a *benchAgents) measureRegistrations(ctx context.Context, m int, res *shoa
 	var lat []time.Duration
 	for r := range m {
 		i := rand.IntN(len(a.nodes))
-		d := a.change(i, fmt.Sprintf("reg-%d", r), false)
+		for i == a.silent {
+			i = rand.IntN(len(a.nodes))
+		}
+		version := a.owned[i].change(fmt.Sprintf("reg-%d", r), false)
 		owner := a.names[i]
 		var t0 time.Time
 		var err error
-		seen := a.waitAll(ctx, 30*time.Second, -1, func(c *gossip.Catalog) bool {
-			return c.Version(owner) >= d.Version
+		seen := a.waitAll(ctx, 30*time.Second, a.silent, func(c *gossip.Catalog) bool {
+			return c.Version(owner) >= version
 		}, func() {
 			t0 = time.Now()
-			err = a.nodes[i].Publish(d)
+			err = a.nodes[i].LocalChanged()
 		})
 		if err != nil {
 			return err
 		}
-		last, missed := lastSeen(seen, t0, -1)
+		last, missed := lastSeen(seen, t0, a.silent)
 		if missed > 0 {
 			res.regMissed++
 			fmt.Fprintf(a.log, "registration %d: %d agents never got it\n", r, missed)
 			continue
 		}
 		lat = append(lat, last)
+		if a.silent >= 0 {
+			// Quickly, so that they all happen before failure
+			// detection declares the silent agent failed.
+			sleepCtx(ctx, a.timing.GossipInterval/2)
+			continue
+		}
 		sleepCtx(ctx, 5*a.timing.GossipInterval)
 	}
 	res.regP50, res.regP99 = percentiles(lat)
 	// The version check above is what the watchers use; check once that
 	// the instances are really there, attached to their owners.
 	wrong := 0
-	for _, c := range a.nodes {
+	for i, c := range a.nodes {
+		if i == a.silent {
+			continue
+		}
 		if len(c.Catalog().Instances("bench")) != m {
 			wrong++
 		}
@@ -541,25 +615,30 @@ func (a *benchAgents) traffic() (udp, tcp, catalog uint64) {
 // change at rate per second across the cluster (none: idle).
 func (a *benchAgents) measureTraffic(ctx context.Context, d time.Duration, rate float64) (trafficWindow, error) {
 	udp0, tcp0, cat0 := a.traffic()
+	pp0 := a.sent.pushPulls.Load()
 	cpu0, t0 := cpuTime(), time.Now()
+	k := a.opts.dilation
 	if rate == 0 {
 		sleepCtx(ctx, d)
 	} else {
-		every := time.Duration(float64(time.Second) / rate)
+		every := time.Duration(float64(time.Second) * k / rate) // rate is per second of the agents' time
 		for next := t0; time.Since(t0) < d && ctx.Err() == nil; next = next.Add(every) {
 			sleepCtx(ctx, time.Until(next))
 			i := rand.IntN(len(a.nodes))
-			_, live := a.owned[i].records["churn"]
-			live = live && !a.owned[i].records["churn"].Deleted
-			if err := a.nodes[i].Publish(a.change(i, "churn", live)); err != nil {
-				return trafficWindow{}, err
+			for b := range a.opts.churnBurst {
+				id := fmt.Sprintf("churn-%d", b)
+				a.owned[i].change(id, a.owned[i].live(id))
+				if err := a.nodes[i].LocalChanged(); err != nil {
+					return trafficWindow{}, err
+				}
 			}
 		}
 		sleepCtx(ctx, time.Until(t0.Add(d)))
 	}
 	udp1, tcp1, cat1 := a.traffic()
-	return trafficWindow{n: len(a.nodes), d: time.Since(t0), udp: udp1 - udp0, tcp: tcp1 - tcp0,
-		catalog: cat1 - cat0, cpu: cpuTime() - cpu0}, ctx.Err()
+	return trafficWindow{n: len(a.nodes), d: time.Duration(float64(time.Since(t0)) / k), udp: udp1 - udp0, tcp: tcp1 - tcp0,
+		catalog: cat1 - cat0, cpu: cpuTime() - cpu0, pushPulls: a.sent.pushPulls.Load() - pp0,
+		period: time.Duration(float64(pushPullPeriod(a.timing.PushPullInterval, len(a.nodes))) / k)}, ctx.Err()
 }
 
 // measureKill shuts agent victim down without leaving, as a crash would,

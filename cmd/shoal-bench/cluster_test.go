@@ -58,16 +58,79 @@ func TestBenchCluster(t *testing.T) {
 	}
 }
 
+// TestBenchClusterInMemoryDilated runs the same on agents that talk
+// through memory, with their timers twice as long, and checks the figures
+// the dilation scales.
+func TestBenchClusterInMemoryDilated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs agents for about twenty seconds")
+	}
+	out, stderr, err := runCLI(t, "cluster", "--nodes", "5", "--registrations", "3", "--kills", "1",
+		"--timing", "test", "--serf-max", "0", "--window", "1s", "--network", "memory", "--dilation", "2")
+	if err != nil {
+		t.Fatalf("bench cluster: %v\n%s", err, stderr)
+	}
+	t.Logf("%s\n%s", stderr, out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	row := map[string]string{}
+	for i, v := range splitCells(lines[1]) {
+		row[clusterColumns[i]] = v
+	}
+	// Failure detection with the test timers takes about a second of the
+	// agents' time, reported as such: not twice that.
+	if kill := benchCell(t, row, "kill→failed"); kill <= 0 || kill > 8*time.Second {
+		t.Errorf("kill→failed %v: want the agents' time, a few seconds at most", kill)
+	}
+	if p99 := benchCell(t, row, "reg p99"); p99 <= 0 || p99 > 5*time.Second {
+		t.Errorf("registration p99 %v", p99)
+	}
+	for _, col := range []string{"B/s/node idle", "B/s/node churn", "B/change"} {
+		if v, err := strconv.ParseFloat(row[col], 64); err != nil || v <= 0 {
+			t.Errorf("%s %q: want a positive number", col, row[col])
+		}
+	}
+}
+
+// TestBenchClusterBlackHole black-holes one of five agents and times
+// registrations on the others.
+func TestBenchClusterBlackHole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs agents for a few seconds")
+	}
+	out, stderr, err := runCLI(t, "cluster", "--nodes", "5", "--registrations", "5",
+		"--timing", "test", "--serf-max", "0", "--network", "memory", "--blackhole")
+	if err != nil {
+		t.Fatalf("bench cluster: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "black-holed bench-0003") {
+		t.Errorf("no agent black-holed:\n%s", stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	row := map[string]string{}
+	for i, v := range splitCells(lines[1]) {
+		row[clusterColumns[i]] = v
+	}
+	if p99 := benchCell(t, row, "reg p99"); p99 <= 0 || p99 > 5*time.Second {
+		t.Errorf("registration p99 with a black-holed agent %v", p99)
+	}
+	if row["kill→failed"] != "—" {
+		t.Errorf("kill→failed %q measured in black-hole mode", row["kill→failed"])
+	}
+}
+
 func TestBenchClusterRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nodes", "10,abc"},
 		{"--nodes", "2"},
 		{"--timing", "wan"},
 		{"--registrations", "0"},
+		{"--network", "carrier-pigeon"},
+		{"--dilation", "0.5"},
+		{"--blackhole"}, // needs --network memory
 	} {
-		_, _, err := runCLI(t, append([]string{"bench", "cluster", "--serf-max", "0"}, args...)...)
+		_, _, err := runCLI(t, append([]string{"cluster", "--serf-max", "0"}, args...)...)
 		if err == nil {
-			t.Errorf("bench cluster %q: no error", args)
+			t.Errorf("cluster %q: no error", args)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -12,37 +11,19 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-mesh/shoal/testdata/browsertest"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
-
-// lockedBuffer is an io.Writer that a test may read while a command still
-// writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startCLI runs "shoal args..." in the background until the test cancels
 // it; the returned channel gets Run's error.
-func startCLI(t *testing.T, args ...string) (stdout, stderr *lockedBuffer, cancel context.CancelFunc, done <-chan error) {
+func startCLI(t *testing.T, args ...string) (stdout, stderr *testutil.LogBuffer, cancel context.CancelFunc, done <-chan error) {
 	t.Helper()
-	stdout, stderr = &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr = &testutil.LogBuffer{}, &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
@@ -63,27 +44,10 @@ func startCLI(t *testing.T, args ...string) (stdout, stderr *lockedBuffer, cance
 	return stdout, stderr, cancel, errc
 }
 
-// eventually polls cond every 50 ms until it holds, failing the test with
-// cond's last description after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestDemo(t *testing.T) {
 	start := time.Now()
 	out, stderr, cancel, done := startCLI(t, "demo", "--http-port", "0", "--proxy-port", "0", "--dns-port", "0")
-	eventually(t, 60*time.Second, "the demo's instructions", func() (bool, string) {
+	testutil.WaitState(t, 60*time.Second, 50*time.Millisecond, "the demo's instructions", func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("demo ended early: %v\n%s%s", err, out, stderr)
@@ -133,7 +97,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("POST /fail: %s", body)
 	}
 	failed := time.Now()
-	eventually(t, 10*time.Second, "hello-2 out of the proxy's pool", func() (bool, string) {
+	testutil.WaitState(t, 10*time.Second, 50*time.Millisecond, "hello-2 out of the proxy's pool", func() (bool, string) {
 		c := helloCounts(t, proxy[1], 12)
 		return c["hello-2"] == 0 && len(c) == 2, formatCounts(c)
 	})
@@ -188,7 +152,7 @@ func TestDemoStatusPage(t *testing.T) {
 		args = []string{"demo"}
 	}
 	out, stderr, _, done := startCLI(t, args...)
-	eventually(t, 60*time.Second, "the demo's instructions", func() (bool, string) {
+	testutil.WaitState(t, 60*time.Second, 50*time.Millisecond, "the demo's instructions", func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("demo ended early: %v\n%s%s", err, out, stderr)

@@ -13,13 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // buildShoal returns a shoal binary in dir, built once per test run (with
@@ -55,21 +55,13 @@ var sharedBuild struct {
 
 func compileShoal(t *testing.T, dir string) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	bin := filepath.Join(dir, "shoal")
-	args := []string{"build", "-o", bin}
-	if raceEnabled() {
-		args = append(args, "-race")
+	var flags []string
+	if testutil.RaceEnabled() {
+		flags = append(flags, "-race")
 	}
-	args = append(args, ".")
-	t0 := time.Now()
-	if out, err := exec.Command(goTool, args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s in %v", bin, time.Since(t0).Round(time.Millisecond))
+	took := testutil.Build(t, "", bin, ".", nil, flags...)
+	t.Logf("built %s in %v", bin, took.Round(time.Millisecond))
 	return bin
 }
 
@@ -79,20 +71,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o755)
-}
-
-// raceEnabled reports whether this test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // childEnv is the environment of the shoal processes. A -race binary
@@ -448,28 +426,11 @@ func passingIDs(a *agentProc, name string) (map[string]bool, error) {
 	return ids, nil
 }
 
-// pollUntil polls cond every 100 ms until it holds or timeout passes; then the
-// test fails with the last state cond described.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // waitMembers waits until every agent in on sees exactly the statuses in want.
 func waitMembers(t *testing.T, bin string, timeout time.Duration, want map[string]string, on ...*agentProc) {
 	t.Helper()
 	for _, a := range on {
-		pollUntil(t, timeout, fmt.Sprintf("%s to see members %v", a.name, want), func() (bool, string) {
+		testutil.WaitState(t, timeout, 100*time.Millisecond, fmt.Sprintf("%s to see members %v", a.name, want), func() (bool, string) {
 			got, state := memberStatuses(t, bin, a)
 			if got == nil || len(got) != len(want) {
 				return false, state

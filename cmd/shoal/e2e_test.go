@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 const (
@@ -86,7 +88,7 @@ func testClusterLifecycle(t *testing.T, bin string) {
 
 	bothPassing := func(a *agentProc) {
 		t.Helper()
-		pollUntil(t, converge, a.name+" to list web-2 and web-3 passing", func() (bool, string) {
+		testutil.WaitState(t, converge, 100*time.Millisecond, a.name+" to list web-2 and web-3 passing", func() (bool, string) {
 			got, state := instanceHealth(t, bin, a)
 			return got["web-2"] == "passing" && got["web-3"] == "passing", state
 		})
@@ -103,7 +105,7 @@ func testClusterLifecycle(t *testing.T, bin string) {
 	waitMembers(t, bin, detect, map[string]string{"n1": "alive", "n2": "alive", "n3": "failed"}, a1, a2)
 	phase("n3 failed")
 	for _, a := range []*agentProc{a1, a2} {
-		pollUntil(t, converge, a.name+" to drop web-3 from ?passing", func() (bool, string) {
+		testutil.WaitState(t, converge, 100*time.Millisecond, a.name+" to drop web-3 from ?passing", func() (bool, string) {
 			ids, err := passingIDs(a, "web")
 			if err != nil {
 				return false, err.Error()
@@ -122,7 +124,7 @@ func testClusterLifecycle(t *testing.T, bin string) {
 	waitMembers(t, bin, converge, allAlive, all...)
 	phase("n3 alive again")
 	for _, a := range all {
-		pollUntil(t, converge, a.name+" to list web-2 and web-3 in ?passing", func() (bool, string) {
+		testutil.WaitState(t, converge, 100*time.Millisecond, a.name+" to list web-2 and web-3 in ?passing", func() (bool, string) {
 			ids, err := passingIDs(a, "web")
 			if err != nil {
 				return false, err.Error()
@@ -148,14 +150,14 @@ func testClusterLifecycle(t *testing.T, bin string) {
 	}
 	t.Logf("n2 left and exited %v after SIGTERM", time.Since(t0).Round(time.Millisecond))
 	for _, a := range []*agentProc{a1, a3} {
-		pollUntil(t, converge, a.name+" to see n2 left", func() (bool, string) {
+		testutil.WaitState(t, converge, 100*time.Millisecond, a.name+" to see n2 left", func() (bool, string) {
 			got, state := memberStatuses(t, bin, a)
 			if got["n2"] == "failed" {
 				t.Fatalf("%s sees n2 failed after a graceful leave: %s", a.name, state)
 			}
 			return got["n2"] == "left" && got["n1"] == "alive" && got["n3"] == "alive", state
 		})
-		pollUntil(t, converge, a.name+" to remove web-2", func() (bool, string) {
+		testutil.WaitState(t, converge, 100*time.Millisecond, a.name+" to remove web-2", func() (bool, string) {
 			got, state := instanceHealth(t, bin, a)
 			_, has2 := got["web-2"]
 			return !has2 && got["web-3"] == "passing", state
@@ -173,7 +175,7 @@ func testJoinRetriesSeed(t *testing.T, bin string) {
 	a2.start()
 	waitMembers(t, bin, converge, map[string]string{"joiner": "alive"}, a2)
 	// The agent says so once when its seeds do not answer.
-	pollUntil(t, converge, "joiner to log a failed join", func() (bool, string) {
+	testutil.WaitState(t, converge, 100*time.Millisecond, "joiner to log a failed join", func() (bool, string) {
 		return strings.Contains(tailFile(a2.logPath, 100), "join failed, retrying"), "no such line in " + a2.logPath
 	})
 

@@ -31,7 +31,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 const (
@@ -94,19 +95,10 @@ func nsRequire(t *testing.T) {
 // package tests) and the backend fixture into dir.
 func nsBuild(t *testing.T, dir string) nsBins {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	b := nsBins{shoal: filepath.Join(dir, "shoal"), backend: filepath.Join(dir, "backend")}
 	for _, job := range [][2]string{{b.shoal, "."}, {b.backend, "./testdata/backend"}} {
-		t0 := time.Now()
-		cmd := exec.Command(goTool, "build", "-o", job[0], job[1])
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build -o %s %s: %v\n%s", job[0], job[1], err, out)
-		}
-		t.Logf("built %s in %v", filepath.Base(job[0]), time.Since(t0).Round(time.Millisecond))
+		took := testutil.Build(t, "", job[0], job[1], []string{"CGO_ENABLED=0"})
+		t.Logf("built %s in %v", filepath.Base(job[0]), took.Round(time.Millisecond))
 	}
 	return b
 }

@@ -73,6 +73,7 @@ func TestNetns(t *testing.T) {
 		{"Loss10", true, nsLoss},
 		{"FreezeAgent", true, nsFreeze},
 		{"WipedRestart", true, nsWipedRestart},
+		{"BlackHoleHost", true, nsBlackHole},
 		{"KillAfterRegister100", false, nsKillLoop},
 	}
 	var wg sync.WaitGroup

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // killableBackend is a backend whose "SIGKILL" is what the network sees of
@@ -279,7 +281,7 @@ func TestProxyE2E(t *testing.T) {
 			"Port": echos[i].ln.Addr().(*net.TCPAddr).Port, "Meta": map[string]string{"lb_policy": "round_robin"}})
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	pollUntil(t, 30*time.Second, "the first proxy to reach all three web instances", func() (bool, string) {
+	testutil.WaitState(t, 30*time.Second, 100*time.Millisecond, "the first proxy to reach all three web instances", func() (bool, string) {
 		seen := map[string]bool{}
 		for range 12 {
 			if code, body, err := proxyGet(client, agents[0], "web", "/"); err == nil && code == http.StatusOK {

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func TestRTT(t *testing.T) {
@@ -14,7 +16,7 @@ func TestRTT(t *testing.T) {
 	// has probed the others within a few rounds.
 	var out string
 	start := time.Now()
-	eventually(t, 20*time.Second, "an rtt estimate of n2 <-> n3", func() (bool, string) {
+	testutil.WaitState(t, 20*time.Second, 50*time.Millisecond, "an rtt estimate of n2 <-> n3", func() (bool, string) {
 		var err error
 		out, _, err = runCLI(t, "rtt", "--http-addr", addr, "n2", "n3")
 		if err != nil {
@@ -28,7 +30,7 @@ func TestRTT(t *testing.T) {
 	}
 
 	// One node: from the agent's own node.
-	eventually(t, 20*time.Second, "an rtt estimate of n3 <-> n1", func() (bool, string) {
+	testutil.WaitState(t, 20*time.Second, 50*time.Millisecond, "an rtt estimate of n3 <-> n1", func() (bool, string) {
 		var err error
 		out, _, err = runCLI(t, "rtt", "--http-addr", addr, "--format", "json", "n3")
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/node"
+
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 // startInProcAgents starts n agents in this process with the test profile
@@ -37,7 +39,7 @@ func startInProcAgents(t *testing.T, n int) []*node.Agent {
 		t.Cleanup(func() { a.Shutdown() })
 		as = append(as, a)
 	}
-	eventually(t, 15*time.Second, "every agent alive", func() (bool, string) {
+	testutil.WaitState(t, 15*time.Second, 50*time.Millisecond, "every agent alive", func() (bool, string) {
 		alive := 0
 		for _, m := range as[0].Cluster().Members() {
 			if m.Status.String() == "alive" {
@@ -70,10 +72,10 @@ func apiPut(t *testing.T, a *node.Agent, path string, body any) {
 
 // waitLine waits until out holds a line containing each of parts, and
 // returns that line.
-func waitLine(t *testing.T, out *lockedBuffer, parts ...string) string {
+func waitLine(t *testing.T, out *testutil.LogBuffer, parts ...string) string {
 	t.Helper()
 	var found string
-	eventually(t, 10*time.Second, fmt.Sprintf("a line with %q", parts), func() (bool, string) {
+	testutil.WaitState(t, 10*time.Second, 50*time.Millisecond, fmt.Sprintf("a line with %q", parts), func() (bool, string) {
 		for _, line := range strings.Split(out.String(), "\n") {
 			ok := true
 			for _, p := range parts {
@@ -117,7 +119,7 @@ func TestWatchService(t *testing.T) {
 	waitLine(t, out, "removed", "web-2 on n2")
 
 	// --passing: critical is gone. --format json: one object per line.
-	eventually(t, 10*time.Second, "json events", func() (bool, string) {
+	testutil.WaitState(t, 10*time.Second, 50*time.Millisecond, "json events", func() (bool, string) {
 		return strings.Count(jsonOut.String(), "\n") >= 3, jsonOut.String()
 	})
 	var events []watchEvent
