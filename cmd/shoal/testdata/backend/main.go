@@ -2,6 +2,10 @@
 // that answers every request with 200 and its own name, so that a test can
 // tell which instance served a request that went through a Shoal proxy.
 // The netns tests build it once and run one per host.
+//
+// PUT /backend/delay?d=DURATION makes it answer every other request that
+// much later (0 stops it): an instance that becomes slow, as an overloaded
+// one does, without going down.
 package main
 
 import (
@@ -9,6 +13,8 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"sync/atomic"
+	"time"
 )
 
 func main() {
@@ -16,7 +22,25 @@ func main() {
 	name := flag.String("name", "backend", "`NAME` written in every answer")
 	flag.Parse()
 	body := []byte(*name + "\n")
-	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	var delay atomic.Int64 // nanoseconds
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/backend/delay" && r.Method == http.MethodPut {
+			d, err := time.ParseDuration(r.URL.Query().Get("d"))
+			if err != nil || d < 0 {
+				http.Error(w, "want ?d=DURATION, at least 0", http.StatusBadRequest)
+				return
+			}
+			delay.Store(int64(d))
+			log.Printf("backend %s: answers delayed by %v", *name, d)
+			return
+		}
+		if d := time.Duration(delay.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write(body)
 	})
