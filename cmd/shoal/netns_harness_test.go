@@ -277,6 +277,16 @@ func (c *nsCluster) addHost(name string) *nsHost {
 // Everything is removed when the test ends.
 func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *nsCluster {
 	t.Helper()
+	c := nsNewNetwork(t, bins, n, extraAgentFlags...)
+	c.startAll()
+	return c
+}
+
+// nsNewNetwork makes the hosts of nsNewCluster, with nothing running on
+// them yet: a test shapes the network or the hosts' flags, then calls
+// startAll.
+func nsNewNetwork(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *nsCluster {
+	t.Helper()
 	c := &nsCluster{t: t, bins: bins, slot: -1, dir: t.TempDir(), start: time.Now()}
 	var lock *os.File
 	for s := 0; s < nsMaxSlots && lock == nil; s++ {
@@ -325,6 +335,14 @@ func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 	for i := 1; i <= n; i++ {
 		c.addHost(fmt.Sprintf("h%d", i)).extra = extraAgentFlags
 	}
+	return c
+}
+
+// startAll starts every host's backend and agent and waits until all see
+// each other alive.
+func (c *nsCluster) startAll() {
+	t := c.t
+	t.Helper()
 	for _, h := range c.hosts {
 		h.startBackend()
 		h.startAgent()
@@ -333,8 +351,7 @@ func nsNewCluster(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 		h.waitAPI(60 * time.Second)
 	}
 	took := c.waitStatuses(90*time.Second, c.hosts, c.allStatus(nsAlive))
-	c.logf("cluster of %d on %s0/24 (slot %d) up, all alive everywhere after %v", n, c.subnet, c.slot, took.Round(time.Millisecond))
-	return c
+	c.logf("cluster of %d on %s0/24 (slot %d) up, all alive everywhere after %v", len(c.hosts), c.subnet, c.slot, took.Round(time.Millisecond))
 }
 
 // logf logs with the time since the cluster was made.
@@ -875,9 +892,12 @@ type nsLoad struct {
 	end       time.Time
 }
 
-// nsSample is one request: when it started, after the load's start, and
-// how long it took.
-type nsSample struct{ at, lat time.Duration }
+// nsSample is one request: when it started, after the load's start, how
+// long it took, and the backend that answered ("" if none did).
+type nsSample struct {
+	at, lat time.Duration
+	by      string
+}
 
 // nsLoadResult sums up a load run.
 type nsLoadResult struct {
@@ -932,7 +952,11 @@ func (c *nsCluster) startLoad(via *nsHost, service string, rps int) *nsLoad {
 		lat := time.Since(t0)
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		l.lats = append(l.lats, nsSample{t0.Sub(l.begin), lat})
+		sample := nsSample{at: t0.Sub(l.begin), lat: lat}
+		if err == nil && resp.StatusCode == http.StatusOK {
+			sample.by = strings.TrimSpace(string(body))
+		}
+		l.lats = append(l.lats, sample)
 		switch {
 		case err != nil:
 			l.failed++
