@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,8 +26,10 @@ import (
 // "shoal agent" processes on 127.0.0.1 (--proxy-debug-headers), instances of
 // "web" in two subsets (Meta version v1 and v2) spread over them, and
 // service-resolver, -splitter and -router entries written on one agent and
-// applied by every agent's proxy. Every claim is checked with real HTTP
-// requests through the proxies; RESULT lines carry the figures.
+// applied by every agent's proxy, on the shared listener and on a TCP
+// upstream listener (per connection; per request once service-defaults
+// says web speaks HTTP). Every claim is checked with real HTTP requests
+// through the proxies; RESULT lines carry the figures.
 //
 // Reproduce: go test -race -count=1 -run TestTrafficE2E -v ./cmd/shoal/
 func TestTrafficE2E(t *testing.T) {
@@ -417,10 +420,13 @@ Subsets = {
 			_, ok := switchedAt(s, isPrimary)
 			return len(s) >= 50 && ok, fmt.Sprint(len(s), " sent")
 		})
-		flip := func(verb string) time.Time {
-			for _, a := range []*proxyAgent{n2, n3} {
+		// flip sets both pay checks, n2's then n3's, and returns when each
+		// request was sent.
+		flip := func(verb string) (sent [2]time.Time) {
+			for i, a := range []*proxyAgent{n2, n3} {
 				id := "service:pay-" + a.name
 				req, _ := http.NewRequest(http.MethodPut, "http://"+a.httpAddr+"/v1/agent/check/"+verb+"/"+id, nil)
+				sent[i] = time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
 					t.Fatal(err)
@@ -431,18 +437,20 @@ Subsets = {
 					t.Fatalf("%s %s on %s: %s %s", verb, id, a.name, resp.Status, b)
 				}
 			}
-			return time.Now()
+			return sent
 		}
-		failedAt := flip("fail")
+		// Every instance is critical once the second check fails; one
+		// passing again is enough to come back.
+		failedAt := flip("fail")[1]
 		testutil.WaitState(t, converge, 100*time.Millisecond, "n1's proxy to fail over to pay-backup", func() (bool, string) {
 			at, ok := switchedAt(load.snapshot(), isBackup)
-			return ok && at.After(failedAt) && time.Since(at) > 500*time.Millisecond, fmt.Sprint(ok, at.Sub(failedAt))
+			return ok && time.Since(at) > 500*time.Millisecond, fmt.Sprint(ok, at.Sub(failedAt))
 		})
 		over, _ := switchedAt(load.snapshot(), isBackup)
-		recoveredAt := flip("pass")
+		recoveredAt := flip("pass")[0]
 		testutil.WaitState(t, converge, 100*time.Millisecond, "n1's proxy to come back to pay", func() (bool, string) {
 			at, ok := switchedAt(load.snapshot(), isPrimary)
-			return ok && at.After(recoveredAt) && time.Since(at) > 500*time.Millisecond, fmt.Sprint(ok, at.Sub(recoveredAt))
+			return ok && time.Since(at) > 500*time.Millisecond, fmt.Sprint(ok, at.Sub(recoveredAt))
 		})
 		samples := load.finish()
 		back, _ := switchedAt(samples, isPrimary)
@@ -451,11 +459,76 @@ Subsets = {
 		for _, s := range samples {
 			counts[s.backend]++
 		}
-		t.Logf("RESULT failover: %d requests at 100/s through n1's proxy, %d failed; all to pay-backup %v after both pay checks went critical, all back to pay %v after they passed; per instance %v",
-			len(samples), len(failed), over.Sub(failedAt).Round(time.Millisecond), back.Sub(recoveredAt).Round(time.Millisecond), counts)
+		t.Logf("RESULT failover: %d requests at 100/s through n1's proxy, %d failed; all to pay-backup %v after the second pay check was failed, all back to pay %v after the first passed again (resolution 10ms); per instance %v",
+			len(samples), len(failed), max(over.Sub(failedAt), 0).Round(time.Millisecond), max(back.Sub(recoveredAt), 0).Round(time.Millisecond), counts)
 		if len(failed) > 0 {
 			t.Errorf("%d of %d requests failed; first: %s", len(failed), len(samples), failed[0])
 		}
+	})
+
+	t.Run("an upstream listener of an HTTP service routes each request", func(t *testing.T) {
+		writeEntry(t, n2, map[string]any{"Kind": "service-defaults", "Name": "web", "Protocol": "http"})
+		// One keep-alive connection to n1's upstream listener of web.
+		var dials atomic.Int32
+		up := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			MaxConnsPerHost: 1,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				dials.Add(1)
+				return (&net.Dialer{}).DialContext(ctx, "tcp", tcpWeb)
+			},
+		}}
+		defer up.CloseIdleConnections()
+		get := func(path string, header map[string]string) trafficResult {
+			req, _ := http.NewRequest(http.MethodGet, "http://web"+path, nil)
+			for k, v := range header {
+				req.Header.Set(k, v)
+			}
+			resp, err := up.Do(req)
+			if err != nil {
+				return trafficResult{err: err}
+			}
+			defer resp.Body.Close()
+			io.Copy(io.Discard, resp.Body)
+			return trafficResult{code: resp.StatusCode, backend: resp.Header.Get("X-Backend"), seen: resp.Header.Get("X-Seen-Path"),
+				route: resp.Header.Get("X-Shoal-Route")}
+		}
+		// Until the entry reaches n1, the listener pipes the bytes of each
+		// new connection, for as long as it lasts: each try takes a new one.
+		testutil.WaitState(t, converge, 100*time.Millisecond, "n1's upstream listener to route requests", func() (bool, string) {
+			up.CloseIdleConnections()
+			r := get("/v1-only", nil)
+			return r.err == nil && strings.HasPrefix(r.route, "route=1 "), r.String()
+		})
+		up.CloseIdleConnections()
+		dials.Store(0)
+		counts := map[string]int{}
+		for i := range 30 {
+			var r trafficResult
+			var want string
+			switch i % 3 {
+			case 0:
+				r, want = get("/", map[string]string{"X-Canary": "1"}), "v2"
+			case 1:
+				r, want = get("/v1-only", nil), "v1"
+			default:
+				r, want = get("/legacy/x", nil), "legacy"
+			}
+			if r.err != nil || r.code != http.StatusOK {
+				t.Fatalf("request %d over the upstream listener: %s", i, r)
+			}
+			got := subsetOf(r.backend)
+			if r.backend == "legacy-n3" && r.seen == "/modern/x" {
+				got = "legacy"
+			}
+			if got != want {
+				t.Fatalf("request %d over the upstream listener: answered by %s (saw %s), want %s", i, r.backend, r.seen, want)
+			}
+			counts[want]++
+		}
+		if n := dials.Load(); n != 1 {
+			t.Errorf("%d connections for 30 requests, want them all on one", n)
+		}
+		t.Logf("RESULT upstream listener of web with Protocol http: 30 requests on %d connection, each routed on its own: %v", dials.Load(), counts)
 	})
 }
 
