@@ -158,6 +158,12 @@ func nsNamespaces() []string {
 // nsRemoveSlot deletes everything slot n may have left: the processes in
 // its namespaces, the namespaces (with their veths and firewall rules) and
 // its bridge. The caller holds the slot.
+//
+// A deleted namespace lives on, with its end of a veth, while anything in
+// the kernel still refers to it: a socket of a killed process that keeps
+// resending its FIN to a peer that is gone, for a minute or two. So the
+// slot's veths are deleted from this side too, or the next cluster in the
+// slot could not make them again.
 func nsRemoveSlot(n int) {
 	prefix := fmt.Sprintf("shoal-%d-", n)
 	for _, ns := range nsNamespaces() {
@@ -166,6 +172,17 @@ func nsRemoveSlot(n int) {
 		}
 		nsKillNamespace(ns)
 		nsRun("ip", "netns", "delete", ns)
+	}
+	if out, err := nsRun("ip", "-o", "link", "show", "type", "veth"); err == nil {
+		veth := fmt.Sprintf("shl%d-", n)
+		for _, line := range strings.Split(out, "\n") {
+			// "170: shl0-3@if2: <BROADCAST,...": the name is up to the @.
+			if f := strings.Fields(line); len(f) > 1 {
+				if name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@"); strings.HasPrefix(name, veth) {
+					nsRun("ip", "link", "delete", name)
+				}
+			}
+		}
 	}
 	nsRun("ip", "link", "delete", fmt.Sprintf("shlbr%d", n))
 }
