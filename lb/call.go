@@ -67,6 +67,9 @@ type call struct {
 	route      *rule
 	retry      *retryRules
 	maxRetries int
+	// failover lists the targets a request goes on to, in order, when
+	// every connect to the current pool fails (see failoverNext).
+	failover []*target
 
 	sel      selection // pick's scratch space
 	triedBuf [4]*endpoint
@@ -94,9 +97,10 @@ func (p *Proxy) newCall(pl *pool, service, tag string, now time.Time) *call {
 }
 
 // follow applies a routing decision to the call: the route's timeout (or
-// the target's) and retry rules.
-func (c *call) follow(rt *rule, tg *target) {
-	c.route = rt
+// the target's), its retry rules, and the failover targets left.
+func (c *call) follow(d *decision) {
+	rt, tg := d.route, d.leg.target
+	c.route, c.failover = rt, d.failover
 	timeout := rt.timeout
 	if timeout == 0 && tg != nil {
 		timeout = tg.RequestTimeout
@@ -163,6 +167,14 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		}
 		c.tried = append(c.tried, e)
 		expired := !c.deadline.IsZero() && !end.Before(c.deadline)
+		if f.dial && !f.final && !expired && (attempt >= c.maxRetries || len(c.tried) == len(c.snap.all.eps)) &&
+			!x.bodyTouched() && c.failoverNext() {
+			// Nothing was sent and this target takes no connection: on to
+			// its failover, with a fresh round of tries.
+			c.retried(e)
+			attempt = -1
+			continue
+		}
 		if f.final || expired || attempt >= c.maxRetries || len(c.tried) == len(c.snap.all.eps) ||
 			!c.safeToRetry(f, x) || (!f.free && !p.budget.allow(end.UnixNano())) {
 			te := &tryError{err: err, addr: e.addr, service: strings.Clone(c.service), timeout: f.timeout || expired}
@@ -173,6 +185,22 @@ func (p *Proxy) forward(c *call, x exchange) (*endpoint, error) {
 		}
 		c.retried(e)
 	}
+}
+
+// failoverNext moves the call to the next failover target that has an
+// instance in the view; false when none is left.
+func (c *call) failoverNext() bool {
+	for len(c.failover) > 0 {
+		t := c.failover[0]
+		c.failover = c.failover[1:]
+		pl := c.p.targetPool(t)
+		if snap := pl.current(); len(snap.all.eps) > 0 {
+			c.pl, c.snap, c.service = pl, snap, pl.service
+			c.tried = c.triedBuf[:0]
+			return true
+		}
+	}
+	return false
 }
 
 // mayRetryAnswer reports whether an answer of try number attempt, which

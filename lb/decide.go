@@ -4,39 +4,57 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
 // decision is where the traffic policy sends one request or connection:
-// the route that matched, the split leg drawn, and the pool of the target
-// that leg resolved to (its own, or a failover's). Without a traffic
-// policy only pool is set.
+// the route that matched, the split leg drawn, the pool of the target that
+// leg resolved to (its own, or a failover's), and the failover targets
+// after that one, for a request whose every connect fails. Without a
+// traffic policy only pool is set.
 type decision struct {
-	route *rule
-	leg   *leg
-	pool  *pool
+	route    *rule
+	leg      *leg
+	pool     *pool
+	failover []*target
 }
 
 // decide draws a leg of rt and resolves its target.
 func (p *Proxy) decide(rt *rule) decision {
 	lg := rt.pick()
-	return decision{route: rt, leg: lg, pool: p.resolve(lg.target)}
+	pl, rest := p.resolve(lg.target)
+	return decision{route: rt, leg: lg, pool: pl, failover: rest}
 }
 
 // resolve returns the pool of tg, or of the first of its failover targets
-// that has an instance that may take traffic while tg has none.
-func (p *Proxy) resolve(tg *target) *pool {
+// that has an instance that may take traffic while tg has none (none in
+// the view, or every one ejected by passive health), and the failover
+// targets after the one returned.
+func (p *Proxy) resolve(tg *target) (*pool, []*target) {
 	pl := p.targetPool(tg)
-	if len(tg.failover) == 0 || len(pl.current().all.eps) > 0 {
-		return pl
+	if len(tg.failover) == 0 || pl.current().anyAvailable() {
+		return pl, tg.failover
 	}
-	for _, f := range tg.failover {
-		if fp := p.targetPool(f); len(fp.current().all.eps) > 0 {
-			return fp
+	for i, f := range tg.failover {
+		if fp := p.targetPool(f); fp.current().anyAvailable() {
+			return fp, tg.failover[i+1:]
 		}
 	}
-	return pl
+	return pl, tg.failover
+}
+
+// anyAvailable reports whether an endpoint of the snapshot may take a
+// request: one at least, not ejected.
+func (s *snapshot) anyAvailable() bool {
+	now := time.Now().UnixNano()
+	for _, e := range s.all.eps {
+		if until := e.ejectedUntil.Load(); until == 0 || now >= until {
+			return true
+		}
+	}
+	return false
 }
 
 // decideTCP applies the traffic policy of a service to a connection: its

@@ -104,7 +104,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	stripHopRequest(&req.Header)
 	c.scratch = setForwarded(&req.Header, ctx.RemoteAddr(), host, c.scratch)
 	if d.route != nil {
-		c.follow(d.route, d.leg.target)
+		c.follow(&d)
 		c.scratch = d.applyFast(req, c.scratch)
 	}
 	if _, isHash := c.snap.all.policy.(*Hash); isHash {
@@ -209,7 +209,7 @@ func fastHashKey(ctx *fasthttp.RequestCtx, src HashSource) string {
 // instance, passes an upgrade request on as it is, and then copies bytes
 // both ways; the instance's own 101 answer goes straight to the client.
 func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, pl *pool, service, tag, identity string) {
-	up, e, err := p.connectAs(pl, service, tag, ctx.RemoteIP().String(), identity)
+	up, e, err := p.connectAs(pl, service, tag, ctx.RemoteIP().String(), identity, nil)
 	if err != nil {
 		p.fastError(ctx, pl, err)
 		return

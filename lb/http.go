@@ -107,7 +107,7 @@ func (f *forwarder) forward(c *call, req *http.Request, d *decision) (*http.Resp
 		return nil, c.noInstance()
 	}
 	if d.route != nil {
-		c.follow(d.route, d.leg.target)
+		c.follow(d)
 		d.applyStd(req)
 	}
 	if _, isHash := c.snap.all.policy.(*Hash); isHash {

@@ -433,3 +433,51 @@ func TestUpstreamListenerSpeaksHTTP(t *testing.T) {
 		t.Errorf("over TCP: %q, want web", body)
 	}
 }
+
+// TestFailoverWhenConnectsFail: a target whose instances are in the view
+// but take no connection (nothing listens, or passive health ejected them)
+// fails over too: the very first request goes on to the failover target
+// once its connects fail, and later ones go there at once while the
+// instance is ejected. TCP connections alike.
+func TestFailoverWhenConnectsFail(t *testing.T) {
+	v := newFakeView()
+	backup := newBackend(t, "backup")
+	dead := newBackend(t, "dead")
+	deadAddr := dead.addr()
+	dead.srv.Close() // refuses connections from now on
+	v.Set("web", inst("dead", deadAddr))
+	v.Set("backup", backup.instance())
+	echo := newEchoBackend(t, "backup-tcp")
+	v.Set("db", inst("dead", deadAddr))
+	v.Set("db-backup", Instance{ID: "b", Addr: echo.ln.Addr().String(), Weight: 1})
+	cfg := testConfig()
+	cfg.Upstreams = map[string]string{"db": "127.0.0.1:0"}
+	p := startProxy(t, cfg, v)
+	p.SetTable(mustTable(t, Routing{
+		Chains: map[string]Chain{"web": {}, "db": {}},
+		Targets: map[Target]Resolved{
+			{Service: "web"}: {Failover: []Target{{Service: "nowhere"}, {Service: "backup"}}},
+			{Service: "db"}:  {Failover: []Target{{Service: "db-backup"}}},
+		},
+	}))
+	pc := newProxyClient(t, p)
+	for i := range 5 {
+		if status, body := pc.get(t, "web", "/"); status != 200 || body != "backup" {
+			t.Fatalf("request %d: %d %q, want backup's answer", i, status, body)
+		}
+	}
+	c, err := net.Dial("tcp", p.UpstreamAddr("db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "hi\n")
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "backup-tcp hi\n" {
+		t.Errorf("TCP through a dead target: %q %v, want the failover's echo", line, err)
+	}
+	// Without failover the same dead target is a 502.
+	p.SetTable(mustTable(t, Routing{Chains: map[string]Chain{"web": {}}}))
+	if status, _ := pc.get(t, "web", "/"); status != http.StatusBadGateway {
+		t.Errorf("no failover: %d, want 502", status)
+	}
+}

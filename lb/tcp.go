@@ -99,7 +99,7 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 			d := p.decideTCP(u.service)
 			pl := d.pool
 			pl.stats.connections.Add(1)
-			up, e, err := p.connectAs(pl, pl.service, "", clientIP(conn.RemoteAddr().String()), u.identity)
+			up, e, err := p.connectAs(pl, pl.service, "", clientIP(conn.RemoteAddr().String()), u.identity, d.failover)
 			if err != nil {
 				p.metrics.errors.Add(1)
 				pl.stats.errors.Add(1)
@@ -120,14 +120,15 @@ func (p *Proxy) serveTCP(u *tcpUpstream) {
 // request loop, trying others when a connect fails. The endpoint's
 // in-flight count is raised for the caller. key is the hash policy's key.
 func (p *Proxy) connect(pl *pool, service, tag, key string) (net.Conn, *endpoint, error) {
-	return p.connectAs(pl, service, tag, key, "")
+	return p.connectAs(pl, service, tag, key, "", nil)
 }
 
-// connectAs is connect presenting identity on the mesh hop.
-func (p *Proxy) connectAs(pl *pool, service, tag, key, identity string) (net.Conn, *endpoint, error) {
+// connectAs is connect presenting identity on the mesh hop, going on to
+// the failover targets when every connect to the pool fails.
+func (p *Proxy) connectAs(pl *pool, service, tag, key, identity string, failover []*target) (net.Conn, *endpoint, error) {
 	c := p.newCall(pl, service, tag, time.Now())
 	defer c.release()
-	c.key = key
+	c.key, c.failover = key, failover
 	x := tcpExchange{identity: identity}
 	e, err := p.forward(c, &x)
 	if err != nil {
