@@ -117,34 +117,37 @@ func (t *tier) selectFrom(p *Proxy, sel *selection, key string, tried []*endpoin
 
 // Latency is the power of two choices weighted by distance. The first
 // candidate is drawn with a probability proportional to weight over the
-// square of its expected latency (round-trip estimate from network
-// coordinates plus a nominal service time), so that near instances are
-// drawn far more often (about 200 times as often at 1 ms as at 15 ms), the
-// second in proportion to weight alone; the one with the shorter expected
-// wait (expected latency times requests in flight, learnt latencies taking
-// over from the estimate as answers come) takes the request. An idle
-// caller thus sends nearly everything to its nearest instances before any
-// of them has answered, and as they queue up the second candidate, drawn
-// from all, takes the excess: near first, without piling onto them.
+// square of its expected latency (what its answers have taken, or before
+// it has answered the round-trip estimate from network coordinates plus a
+// nominal service time), so that near instances are drawn far more often
+// (about 200 times as often at 1 ms as at 15 ms), the second in proportion
+// to weight alone; the one with the shorter expected wait (expected
+// latency times requests in flight) takes the request. An idle caller thus
+// sends nearly everything to its nearest instances before any of them has
+// answered, and as they queue up the second candidate, drawn from all,
+// takes the excess: near first, without piling onto them.
 type Latency struct {
 	// draw is the first candidate's cumulative draw table, rebuilt when
-	// distances change.
+	// distances are refreshed.
 	draw atomicSlice
+	zone string // the caller's, for expectedLatency
 }
 
-// newLatency prepares the policy for eps.
-func newLatency(eps []*endpoint) *Latency {
-	l := &Latency{}
+// newLatency prepares the policy for eps, the caller being in zone.
+func newLatency(eps []*endpoint, zone string) *Latency {
+	l := &Latency{zone: zone}
 	l.refresh(eps)
 	return l
 }
 
-// refresh rebuilds the draw table from the endpoints' current distances.
+// refresh rebuilds the draw table from the endpoints' expected latencies
+// as of now.
 func (l *Latency) refresh(eps []*endpoint) {
+	now := time.Now().UnixNano()
 	cum := make([]float64, len(eps))
 	total := 0.0
 	for i, e := range eps {
-		lat := (float64(e.rtt.Load()) + float64(nominalService)) / float64(time.Millisecond)
+		lat := e.expectedLatency(now, l.zone) / float64(time.Millisecond)
 		total += float64(e.weight.Load()) / (lat * lat)
 		cum[i] = total
 	}

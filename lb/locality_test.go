@@ -169,6 +169,29 @@ func TestLatencyPolicy(t *testing.T) {
 	checkShares(t, counts(t, p, p.pool("web", "").current(), 6000), uniform(3), 0.15)
 }
 
+// TestLatencyPolicyLearns: the draw follows what answers take, so that an
+// estimate from coordinates that is off (a near node taken for 2.5 ms away
+// when it answers in 0.5 ms) costs far draws only until the answers come.
+func TestLatencyPolicyLearns(t *testing.T) {
+	cfg := testConfig()
+	cfg.Policy = PolicyLatency
+	p, s := zonedPool(t, cfg, LocalityOff, 1, 2, 2500*time.Microsecond, 12*time.Millisecond)
+	before := zoneShare(t, p, s, 6000)
+	now := time.Now().UnixNano()
+	for _, e := range s.all.eps {
+		if e.zone == "a" {
+			e.observeLatency(500*time.Microsecond, now)
+		} else {
+			e.observeLatency(12*time.Millisecond, now)
+		}
+	}
+	s.all.policy.(*Latency).refresh(s.all.eps)
+	after := zoneShare(t, p, s, 6000)
+	if after < 0.98 || after <= before {
+		t.Errorf("near share %.3f from coordinates, %.3f once answers came: want the latter at least 0.98 and higher", before, after)
+	}
+}
+
 // fakeDistances serves a fixed table of round-trip times.
 type fakeDistances struct {
 	mu   sync.Mutex

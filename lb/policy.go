@@ -234,7 +234,7 @@ func (p *Hash) Select(s *selection) *endpoint {
 }
 
 // newPolicy builds a policy by name for a snapshot of endpoints.
-func newPolicy(name string, hashKey HashSource, seed maphash.Seed, eps []*endpoint, uniform bool) (Policy, error) {
+func newPolicy(name string, hashKey HashSource, seed maphash.Seed, eps []*endpoint, uniform bool, zone string) (Policy, error) {
 	switch name {
 	case PolicyRoundRobin:
 		return newRoundRobin(eps, uniform), nil
@@ -247,7 +247,7 @@ func newPolicy(name string, hashKey HashSource, seed maphash.Seed, eps []*endpoi
 	case PolicyHash:
 		return &Hash{Source: hashKey, seed: seed}, nil
 	case PolicyLatency:
-		return newLatency(eps), nil
+		return newLatency(eps, zone), nil
 	}
 	return nil, fmt.Errorf("unknown policy %q: want %s", name, policyNames)
 }
@@ -257,7 +257,7 @@ const policyNames = "round_robin, random, least_request, ewma, latency or hash"
 
 // ValidPolicy reports whether name is a known policy.
 func ValidPolicy(name string) bool {
-	_, err := newPolicy(name, HashSource{Kind: "ip"}, maphash.MakeSeed(), nil, true)
+	_, err := newPolicy(name, HashSource{Kind: "ip"}, maphash.MakeSeed(), nil, true, "")
 	return err == nil
 }
 

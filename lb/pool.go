@@ -180,7 +180,7 @@ func (p *Proxy) newTier(name string, hashKey HashSource, eps []*endpoint) tier {
 			t.uniform = false
 		}
 	}
-	pol, err := newPolicy(name, hashKey, p.seed, eps, t.uniform)
+	pol, err := newPolicy(name, hashKey, p.seed, eps, t.uniform, p.cfg.Zone)
 	if err != nil { // unreachable: names are validated
 		pol = LeastRequest{}
 	}
