@@ -94,7 +94,7 @@ func (a *Agent) Start() (err error) {
 		if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
-		st = &store{dir: a.cfg.DataDir}
+		st = &store{dir: a.cfg.DataDir, log: a.log}
 		snapshot = filepath.Join(a.cfg.DataDir, "serf.snapshot")
 	}
 	if a.nodeID, err = loadNodeID(a.cfg.DataDir); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-mesh/shoal/gossip"
 	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
@@ -29,6 +30,19 @@ func startAgent(t *testing.T, name string, adjust func(*Config)) *Agent {
 	}
 	t.Cleanup(func() { a.Shutdown() })
 	return a
+}
+
+// steadyMembership puts an agent's failure detection on LAN timers and its
+// tags on the production pace. The test profile's 100 ms probe timeouts
+// detect failures in about a second, and can see a false one on a loaded
+// two-core machine under -race (a headless browser, a parallel package);
+// tests about something else that want every member alive throughout use
+// this. A real failure still shows: it lasts.
+func steadyMembership(c *Config) {
+	lan := gossip.LANTiming()
+	c.Gossip.Timing.ProbeInterval, c.Gossip.Timing.ProbeTimeout = lan.ProbeInterval, lan.ProbeTimeout
+	c.Gossip.Timing.SuspicionMult = lan.SuspicionMult
+	c.Gossip.TagInterval = gossip.DefaultConfig().TagInterval
 }
 
 // startAgents starts n agents joined through the first and waits until every

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +24,7 @@ type agentCollector struct {
 	deltasRefused, meshRefused, meshConns, meshActive         *prometheus.Desc
 	leaves, nodeCertExpiry, meshForwarded                     *prometheus.Desc
 	meshIntentions, entriesRefused, configEntries             *prometheus.Desc
+	catalogSaves, catalogSaveSeconds                          *prometheus.Desc
 	// The traffic policy's decisions: requests, retries and timeouts by
 	// route, subset and zone.
 	routeDecisions, subsetDecisions, zoneDecisions [3]*prometheus.Desc
@@ -51,6 +53,10 @@ func newAgentCollector(a *Agent) *agentCollector {
 		services:  d("catalog_services", "Distinct service names in the replicated catalog."),
 		lag: d("catalog_version_lag", "Catalog version a peer advertises in gossip minus the version replicated here: 0 when in sync. "+
 			"Versions are the owner's hybrid clock in microseconds, so the value approximates how much older the replica is.", "node"),
+		catalogSaves: d("catalog_saves_total",
+			"Saves of the local catalog to the data dir (fsynced; every API write waits for one)."),
+		catalogSaveSeconds: d("catalog_save_seconds_total",
+			"Time spent saving the local catalog to the data dir; divided by catalog_saves_total, the mean a write waits on the disk."),
 		replBytes:   d("replication_bytes_total", "Bytes of the node-to-node catalog path.", "direction"),
 		replPushes:  d("replication_pushes_total", "Catalog deltas pushed to and received from peers.", "direction"),
 		replPulls:   d("replication_pulls_total", "Catalog pull requests sent to peers (repair after gaps)."),
@@ -94,7 +100,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
 		c.proxyConns, c.proxyLatency, c.proxyOverhead, c.checkStatus,
 		c.deltasRefused, c.meshRefused, c.meshConns, c.meshActive, c.leaves, c.nodeCertExpiry, c.meshForwarded,
-		c.meshIntentions, c.entriesRefused, c.configEntries,
+		c.meshIntentions, c.entriesRefused, c.configEntries, c.catalogSaves, c.catalogSaveSeconds,
 	} {
 		ch <- d
 	}
@@ -146,6 +152,11 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 			lag = adv - held
 		}
 		gauge(c.lag, float64(lag), m.Name)
+	}
+
+	if s := a.reg.store; s != nil {
+		counter(c.catalogSaves, s.saves.Load())
+		ch <- prometheus.MustNewConstMetric(c.catalogSaveSeconds, prometheus.CounterValue, time.Duration(s.saveNanos.Load()).Seconds())
 	}
 
 	st := a.cluster.Stats()

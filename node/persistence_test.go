@@ -210,3 +210,28 @@ func TestCorruptCatalogFailsStart(t *testing.T) {
 		})
 	}
 }
+
+// TestCatalogSaveMetrics: every committed change is one fsynced save,
+// counted and timed in /metrics; a refused registration saves nothing, and
+// an agent without a data dir exports no save series.
+func TestCatalogSaveMetrics(t *testing.T) {
+	a := startAgent(t, "p0", withDataDir(t.TempDir()))
+	before, ok := metricValue(scrapeMetrics(t, a, "/metrics"), "shoal_catalog_saves_total", nil)
+	if !ok || before < 1 {
+		t.Fatalf("shoal_catalog_saves_total = %v (present %v) after start, want ≥ 1 (the start's bump)", before, ok)
+	}
+	putOK(t, a, "/v1/agent/service/register", map[string]any{"Name": "web", "ID": "web-1", "Port": 80})
+	if code, body := do(t, a, "PUT", "/v1/agent/service/register", map[string]any{"Name": "web", "Port": -1}); code != http.StatusBadRequest {
+		t.Fatalf("bad registration answered %d %s, want 400", code, body)
+	}
+	fams := scrapeMetrics(t, a, "/metrics")
+	wantMetric(t, fams, "shoal_catalog_saves_total", nil, before+1)
+	if secs, ok := metricValue(fams, "shoal_catalog_save_seconds_total", nil); !ok || secs <= 0 {
+		t.Errorf("shoal_catalog_save_seconds_total = %v (present %v), want > 0", secs, ok)
+	}
+
+	dev := startAgent(t, "d0", nil)
+	if _, ok := metricValue(scrapeMetrics(t, dev, "/metrics"), "shoal_catalog_saves_total", nil); ok {
+		t.Error("an agent without a data dir exports shoal_catalog_saves_total")
+	}
+}

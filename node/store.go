@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 )
 
 // catalogFile holds the local registry inside the data dir.
@@ -16,9 +19,20 @@ const catalogFile = "catalog.json"
 // the new state is written to a temporary file, fsynced, renamed over the
 // old one and the directory fsynced, so a crash leaves either the old or the
 // new state, never a torn one.
+//
+// A registration is answered only once its save is done, so a slow disk
+// is a slow API: saves are counted and timed for /metrics, and one that
+// takes longer than slowSave is logged.
 type store struct {
 	dir string
+	log *slog.Logger
+
+	saves     atomic.Uint64
+	saveNanos atomic.Uint64
 }
+
+// slowSave is how long a save may take before it is logged.
+const slowSave = time.Second
 
 func (s *store) path() string { return filepath.Join(s.dir, catalogFile) }
 
@@ -27,7 +41,16 @@ func (s *store) save(st *registryState) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path(), b)
+	start := time.Now()
+	err = writeFileAtomic(s.path(), b)
+	took := time.Since(start)
+	s.saves.Add(1)
+	s.saveNanos.Add(uint64(took))
+	if took >= slowSave && s.log != nil {
+		s.log.Warn("slow disk: saving the local catalog took long, and API writes wait for it",
+			"took", took.Round(time.Millisecond), "path", s.path(), "bytes", len(b))
+	}
+	return err
 }
 
 // load returns the persisted state, or nil when there is none yet.

@@ -241,7 +241,12 @@ type nsCluster struct {
 	subnet string // "198.X.Y.": host i is subnet+i
 	dir    string
 	hosts  []*nsHost
+	// client polls, and gives up quickly so a poll can be retried;
+	// writer writes, and waits as long as a user's client would: an
+	// answered write is fsynced, and a disk shared with a parallel test
+	// run can take seconds for that.
 	client *http.Client
+	writer *http.Client
 	start  time.Time
 }
 
@@ -322,10 +327,9 @@ func nsNewNetwork(t *testing.T, bins nsBins, n int, extraAgentFlags ...string) *
 	c.bridge = fmt.Sprintf("shlbr%d", c.slot)
 	c.subnet = fmt.Sprintf("198.%d.%d.", 18+c.slot/256, c.slot%256)
 	c.ctrlIP = c.subnet + "254"
-	c.client = &http.Client{
-		Timeout:   3 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second},
-	}
+	transport := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}
+	c.client = &http.Client{Timeout: 3 * time.Second, Transport: transport}
+	c.writer = &http.Client{Timeout: 30 * time.Second, Transport: transport}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range c.hosts {
@@ -555,7 +559,7 @@ func (h *nsHost) put(path string, body any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := h.c.client.Do(req)
+	resp, err := h.c.writer.Do(req)
 	if err != nil {
 		return err
 	}
