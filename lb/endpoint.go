@@ -46,9 +46,12 @@ type endpoint struct {
 	requests atomic.Uint64 // served, for metrics and tests
 
 	// ewma is the peak-EWMA round-trip latency in nanoseconds, as float64
-	// bits; stamp is when it was last updated (Unix ns).
-	ewma  atomic.Uint64
-	stamp atomic.Int64
+	// bits, for the ewma policy; typical is a plain EWMA of the same
+	// samples, for locality and the latency policy (expectedLatency says
+	// why); stamp is when they were last updated (Unix ns).
+	ewma    atomic.Uint64
+	typical atomic.Uint64
+	stamp   atomic.Int64
 
 	// ejectedUntil is the Unix ns time until which passive health keeps the
 	// endpoint out of the pool; 0 when it is in.
@@ -80,21 +83,36 @@ func (e *endpoint) available(now int64, maxInflight int64) bool {
 	return maxInflight <= 0 || e.inflight.Load() < maxInflight
 }
 
-// ewmaDecay is the time constant of the latency average.
-const ewmaDecay = float64(10 * time.Second)
+// ewmaDecay is the time constant of the peak-EWMA; typicalDecay that of
+// the plain average.
+const (
+	ewmaDecay    = float64(10 * time.Second)
+	typicalDecay = float64(time.Second)
+)
 
-// observeLatency folds a round-trip time into the peak-EWMA: a slower
-// sample is taken at once, faster ones decay in over ewmaDecay.
+// observeLatency folds a round-trip time into the peak-EWMA, where a
+// slower sample is taken at once and faster ones decay in over ewmaDecay,
+// and into the typical latency, where every sample decays in over
+// typicalDecay.
 func (e *endpoint) observeLatency(rtt time.Duration, now int64) {
 	sample := float64(rtt)
-	prev := math.Float64frombits(e.ewma.Load())
 	last := e.stamp.Swap(now)
+	gap := float64(max(now-last, 0)) // concurrent answers may come in out of order
+
+	prev := math.Float64frombits(e.ewma.Load())
 	next := sample
 	if prev != 0 && sample < prev {
-		w := math.Exp(-float64(now-last) / ewmaDecay)
+		w := math.Exp(-gap / ewmaDecay)
 		next = prev*w + sample*(1-w)
 	}
 	e.ewma.Store(math.Float64bits(next))
+
+	next = sample
+	if prev := math.Float64frombits(e.typical.Load()); prev != 0 {
+		w := math.Exp(-gap / typicalDecay)
+		next = prev*w + sample*(1-w)
+	}
+	e.typical.Store(math.Float64bits(next))
 }
 
 // cost is the peak-EWMA load estimate used by the ewma policy: latency

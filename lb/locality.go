@@ -34,21 +34,28 @@ import (
 const nominalService = time.Millisecond
 
 // expectedLatency estimates, in nanoseconds, how long a request to e takes
-// to be answered when nothing is queued there: its peak-EWMA of observed
-// latencies, drifting back to the estimate from coordinates while it gets
-// no traffic (so that one slow answer long ago does not bar it forever).
-// Unknown distances to another zone count double.
+// to be answered when nothing is queued there: the typical latency of its
+// answers, drifting back to the estimate from coordinates while it gets no
+// traffic (so that slow answers long ago do not bar it forever). Unknown
+// distances to another zone count double.
+//
+// The typical latency, not the peak-EWMA the ewma policy uses: it weighs
+// a lone stall (a core busy on either side) as one answer among many, so
+// that one slow answer does not make a near instance look far for the ten
+// seconds a peak takes to decay, while answers that stay slow move it
+// within a second or so at a hundred a second. Requests in flight, which
+// expectedWait multiplies in, react at once.
 func (e *endpoint) expectedLatency(now int64, localZone string) float64 {
 	prior := float64(e.rtt.Load()) + float64(nominalService)
 	if e.rtt.Load() == 0 && localZone != "" && e.zone != localZone {
 		prior *= 2
 	}
-	ew := math.Float64frombits(e.ewma.Load())
-	if ew == 0 {
+	typical := math.Float64frombits(e.typical.Load())
+	if typical == 0 {
 		return prior
 	}
 	age := float64(now - e.stamp.Load())
-	return prior + (ew-prior)*math.Exp(-age/ewmaDecay)
+	return prior + (typical-prior)*math.Exp(-age/ewmaDecay)
 }
 
 // expectedWait is expectedLatency scaled by the requests e already holds
@@ -117,9 +124,9 @@ func (t *tier) selectFrom(p *Proxy, sel *selection, key string, tried []*endpoin
 
 // Latency is the power of two choices weighted by distance. The first
 // candidate is drawn with a probability proportional to weight over the
-// square of its expected latency (what its answers have taken, or before
-// it has answered the round-trip estimate from network coordinates plus a
-// nominal service time), so that near instances are drawn far more often
+// square of its expected latency (what its answers typically take, or
+// before it has answered the round-trip estimate from network coordinates
+// plus a nominal service time), so that near instances are drawn far more often
 // (about 200 times as often at 1 ms as at 15 ms), the second in proportion
 // to weight alone; the one with the shorter expected wait (expected
 // latency times requests in flight) takes the request. An idle caller thus

@@ -192,6 +192,41 @@ func TestLatencyPolicyLearns(t *testing.T) {
 	}
 }
 
+// TestLatencyPolicyShrugsOffAStall: one slow answer among a second of
+// fast ones (a core busy on either side) leaves the near instance near;
+// answers that stay slow move it away.
+func TestLatencyPolicyShrugsOffAStall(t *testing.T) {
+	cfg := testConfig()
+	cfg.Policy = PolicyLatency
+	p, s := zonedPool(t, cfg, LocalityOff, 1, 2, 2500*time.Microsecond, 12*time.Millisecond)
+	// 100 answers a second, on a clock that reaches the present at the
+	// last of the 401 answers below.
+	const every = int64(10 * time.Millisecond)
+	now := time.Now().UnixNano() - 401*every
+	answer := func(near time.Duration, n int) {
+		for range n {
+			now += every
+			for _, e := range s.all.eps {
+				if e.zone == "a" {
+					e.observeLatency(near, now)
+				} else {
+					e.observeLatency(12*time.Millisecond, now)
+				}
+			}
+		}
+		s.all.policy.(*Latency).refresh(s.all.eps)
+	}
+	answer(500*time.Microsecond, 100)
+	answer(25*time.Millisecond, 1)
+	if got := zoneShare(t, p, s, 6000); got < 0.98 {
+		t.Errorf("near share %.3f right after one 25 ms answer among fast ones, want at least 0.98", got)
+	}
+	answer(25*time.Millisecond, 300)
+	if got := zoneShare(t, p, s, 6000); got > 0.5 {
+		t.Errorf("near share %.3f after 3 s of 25 ms answers (the others answer in 12 ms), want at most 0.5", got)
+	}
+}
+
 // fakeDistances serves a fixed table of round-trip times.
 type fakeDistances struct {
 	mu   sync.Mutex
