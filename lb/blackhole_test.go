@@ -65,7 +65,7 @@ func TestClassifyDialTimeout(t *testing.T) {
 		t.Fatalf("dial with a past deadline: %v, want an error matching context.DeadlineExceeded", err)
 	}
 	f := classify(&dialError{err})
-	if want := (failure{dial: true, timeout: true, free: true}); f != want {
+	if want := (failure{dial: true, unsent: true, timeout: true, free: true}); f != want {
 		t.Fatalf("classify(dial timeout) = %+v, want %+v", f, want)
 	}
 	if f := classify(context.Canceled); !f.final {

@@ -257,11 +257,12 @@ func (c *call) tryDeadline(start time.Time) time.Time {
 }
 
 // safeToRetry reports whether the request may be sent again after failure
-// f: a failed connect sent nothing, so only a body already read stops it;
+// f: a try that sent nothing (a failed connect, a connection found closed)
+// only a body already read stops;
 // anything else may have reached the instance, so only idempotent requests
 // that can be sent in full again go once more.
 func (c *call) safeToRetry(f failure, x exchange) bool {
-	if f.dial {
+	if f.unsent {
 		return !x.bodyTouched()
 	}
 	return (c.idempotent || (c.retry != nil && c.retry.onReset)) && x.replayable()
@@ -270,6 +271,7 @@ func (c *call) safeToRetry(f failure, x exchange) bool {
 // failure is what a failed try tells the request loop.
 type failure struct {
 	dial    bool // the connect failed: nothing was sent
+	unsent  bool // nothing was sent: the connect failed, or the connection was found closed
 	reset   bool // the connection broke: counts against the instance
 	timeout bool // a deadline passed
 	free    bool // costs the instance nothing: no draw on the retry budget
@@ -290,9 +292,12 @@ func classify(err error) failure {
 	f.timeout = errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err)
 	f.reset = !f.dial && (isReset(err) || errors.Is(err, fasthttp.ErrConnectionClosed))
+	// A connect that failed, or a pooled connection found closed before
+	// anything was written on it, sent nothing.
+	f.unsent = f.dial || isStale(err)
 	// A connection reset while the request was being written delivered
 	// nothing and costs the instance nothing either (it is gone).
-	f.free = f.dial || isWriteReset(err)
+	f.free = f.unsent || isWriteReset(err)
 	var denied *DeniedError
 	f.final = errors.Is(err, context.Canceled) || (!f.dial && errors.Is(err, context.DeadlineExceeded)) ||
 		errors.As(err, &denied)

@@ -451,6 +451,55 @@ func TestProxyBackendClosesIdleConnections(t *testing.T) {
 	}
 }
 
+// TestProxyInstanceGoneWithIdleConnections: an instance that goes away
+// while the proxy holds idle connections to it (its node killed) costs no
+// request, not even a POST with no retry budget: its idle connections are
+// found closed before anything is written on them, the fresh connect that
+// follows fails, and the request goes to another instance.
+func TestProxyInstanceGoneWithIdleConnections(t *testing.T) {
+	v := newFakeView()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	release := make(chan struct{})
+	a.handle(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "a")
+	})
+	v.Set("web", a.instance())
+	cfg := roundRobinConfig()
+	cfg.RetryBudget, cfg.MinRetriesPerSecond = 0, 0
+	p := startProxy(t, cfg, v)
+	pc := newProxyClient(t, p)
+
+	// Four requests at once leave four idle connections to a.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { pc.get(t, "web", "/") })
+	}
+	waitFor(t, 5*time.Second, "four requests at a", func() bool { return a.hits.Load() == 4 })
+	close(release)
+	wg.Wait()
+	if n := a.conns.Load(); n != 4 {
+		t.Fatalf("a has %d connections from the proxy, want 4", n)
+	}
+
+	v.Set("web", a.instance(), b.instance())
+	a.srv.Close()
+	waitFor(t, 5*time.Second, "a to close its connections", func() bool { return a.closed.Load() == 4 })
+	// Idle for longer than the threshold of the check, as a pooled
+	// connection to a node that died a moment ago is.
+	time.Sleep(staleCheckAfter + 50*time.Millisecond)
+
+	for i := range 6 {
+		method, body := http.MethodGet, io.Reader(nil)
+		if i%2 == 1 {
+			method, body = http.MethodPost, strings.NewReader("payload")
+		}
+		if status, got := pc.do(t, method, "web", "/", body); status != http.StatusOK || got != "b" {
+			t.Fatalf("%s %d after a went away: %d %q, want 200 from b", method, i, status, got)
+		}
+	}
+}
+
 func TestProxyTryTimeoutRetriesGET(t *testing.T) {
 	v := newFakeView()
 	hang, ok := newBackend(t, "a"), newBackend(t, "b")

@@ -38,7 +38,10 @@ var errNoGuard = errors.New("upstream connection without its stale-connection gu
 // resp; the body is in resp or streams from the connection. deadline (zero:
 // none) bounds the whole exchange, body included, as fasthttp's own client
 // does. A pooled connection the instance had closed while idle costs one
-// more try on a fresh connection, which is no failure of the instance.
+// more try on a fresh connection, which is no failure of the instance: the
+// other idle connections, as old or older, are closed first, so that the
+// try connects anew (and, when the instance is gone, fails to connect,
+// which sends the request elsewhere).
 func (e *endpoint) roundTrip(identity string, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	hc := e.fastClient(identity)
 	// The request target goes on byte for byte: the instance, not the
@@ -46,6 +49,7 @@ func (e *endpoint) roundTrip(identity string, req *fasthttp.Request, resp *fasth
 	req.URI().DisablePathNormalizing = true
 	err := exchangeOnce(hc, req, resp, deadline)
 	if isStale(err) && !req.IsBodyStream() {
+		hc.CloseIdleConnections()
 		err = exchangeOnce(hc, req, resp, deadline)
 	}
 	if errors.Is(err, io.EOF) {
