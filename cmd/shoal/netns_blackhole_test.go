@@ -3,17 +3,25 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// nsBlackHoleBound bounds a registration reaching every host that answers
-// while one host black-holes its packets (its firewall drops everything,
-// nothing is refused) and is not failed yet: the agents' TCP timeout is
-// 10 s, and the pushes to the silent host must wait in its own queue, not
-// hold anyone else's.
-const nsBlackHoleBound = time.Second
+// nsBlackHoleBound bounds the median time of a registration reaching every
+// host that answers while one host black-holes its packets (its firewall
+// drops everything, nothing is refused) and is not failed yet, and
+// nsBlackHoleMax the slowest: the agents' TCP timeout is 10 s, and the
+// pushes to the silent host must wait in its own queue, not hold anyone
+// else's. Held behind the silent host, every registration after the first
+// would wait for the timeout; one slow registration is a busy machine (CI
+// runs other packages' tests on the same two cores), and the figures, not
+// this check, are the measurement.
+const (
+	nsBlackHoleBound = time.Second
+	nsBlackHoleMax   = 5 * time.Second
+)
 
 // nsBlackHole: 5 hosts; every packet to and from h2, h1's ring successor,
 // is dropped. Until failure detection declares h2 failed (5 s and more),
@@ -26,7 +34,7 @@ func nsBlackHole(t *testing.T, bins nsBins) {
 	c.isolate(h2)
 	start := time.Now()
 	c.logf("h2 black-holed: every packet to and from it dropped")
-	var worst time.Duration
+	var took []time.Duration
 	done := 0
 	for i := 0; ; i++ {
 		st, err := h1.members()
@@ -40,7 +48,7 @@ func nsBlackHole(t *testing.T, bins nsBins) {
 		on := others[i%len(others)]
 		id := fmt.Sprintf("%s-bh%d", on.name, i)
 		on.register(id, "bh", false)
-		took := nsPoll(t, 15*time.Second, 10*time.Millisecond, id+" on every host but h2", func() (bool, string) {
+		d := nsPoll(t, 15*time.Second, 10*time.Millisecond, id+" on every host but h2", func() (bool, string) {
 			for _, h := range others {
 				if ok, err := h.hasInstance("bh", id); !ok {
 					return false, fmt.Sprintf("%s: missing (%v)", h.name, err)
@@ -48,15 +56,21 @@ func nsBlackHole(t *testing.T, bins nsBins) {
 			}
 			return true, ""
 		})
-		worst = max(worst, took)
+		took = append(took, d)
 		done++
-		if took > nsBlackHoleBound {
-			t.Errorf("%s (registered on %s %v after the cut) took %v to reach every other host, want ≤ %v",
-				id, on.name, time.Since(start).Round(time.Millisecond), took.Round(time.Millisecond), nsBlackHoleBound)
+		if d > nsBlackHoleBound {
+			c.logf("%s (registered on %s %v after the cut) took %v to reach every other host",
+				id, on.name, time.Since(start).Round(time.Millisecond), d.Round(time.Millisecond))
 		}
 	}
 	if done < 3 {
-		t.Errorf("only %d registrations before h2 was declared failed: the scenario did not run long enough", done)
+		t.Fatalf("only %d registrations before h2 was declared failed: the scenario did not run long enough", done)
+	}
+	slices.Sort(took)
+	median, worst := took[len(took)/2], took[len(took)-1]
+	if median > nsBlackHoleBound || worst > nsBlackHoleMax {
+		t.Errorf("registrations reached every other host in %v (median), %v (slowest), want ≤ %v and ≤ %v: %v",
+			median.Round(time.Millisecond), worst.Round(time.Millisecond), nsBlackHoleBound, nsBlackHoleMax, took)
 	}
 	c.heal()
 	want := map[string]bool{}
@@ -65,8 +79,8 @@ func nsBlackHole(t *testing.T, bins nsBins) {
 		want[fmt.Sprintf("%s/%s-bh%d", on.name, on.name, i)] = true
 	}
 	c.waitCatalog(nsRejoinBound, []*nsHost{h2}, want)
-	c.logf("RESULT black-holed h2: %d registrations on the other hosts before it was declared failed, each everywhere within %v (bound %v)",
-		done, worst.Round(time.Millisecond), nsBlackHoleBound)
+	c.logf("RESULT black-holed h2: %d registrations on the other hosts before it was declared failed, everywhere in %v (median), %v (slowest); goal %v",
+		done, median.Round(time.Millisecond), worst.Round(time.Millisecond), nsBlackHoleBound)
 }
 
 // hasInstance reports whether the host's catalog lists the instance id of
