@@ -71,11 +71,7 @@ func TestBenchClusterInMemoryDilated(t *testing.T) {
 		t.Fatalf("bench cluster: %v\n%s", err, stderr)
 	}
 	t.Logf("%s\n%s", stderr, out)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	row := map[string]string{}
-	for i, v := range splitCells(lines[1]) {
-		row[clusterColumns[i]] = v
-	}
+	row := printedRow(out)
 	// Failure detection with the test timers takes about a second of the
 	// agents' time, reported as such: not twice that.
 	if kill := benchCell(t, row, "kill→failed"); kill <= 0 || kill > 8*time.Second {
@@ -105,11 +101,7 @@ func TestBenchClusterBlackHole(t *testing.T) {
 	if !strings.Contains(stderr, "black-holed bench-0003") {
 		t.Errorf("no agent black-holed:\n%s", stderr)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	row := map[string]string{}
-	for i, v := range splitCells(lines[1]) {
-		row[clusterColumns[i]] = v
-	}
+	row := printedRow(out)
 	if p99 := benchCell(t, row, "reg p99"); p99 <= 0 || p99 > 5*time.Second {
 		t.Errorf("registration p99 with a black-holed agent %v", p99)
 	}
@@ -193,4 +185,14 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	app.ErrWriter = &errOut
 	err = app.Run(append([]string{"shoal-bench"}, args...))
 	return out.String(), errOut.String(), err
+}
+
+// printedRow reads the first row of the cluster table in out, by column.
+func printedRow(out string) map[string]string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	row := map[string]string{}
+	for i, v := range splitCells(lines[1]) {
+		row[clusterColumns[i]] = v
+	}
+	return row
 }

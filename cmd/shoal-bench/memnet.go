@@ -90,18 +90,28 @@ func (n *memNetwork) Dial(ctx context.Context, name, addr string) (net.Conn, err
 	l := n.listeners[addr]
 	n.mu.RUnlock()
 	if l == nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+		return nil, errRefused
 	}
+	return pipeTo(ctx, l.conns, l.closed)
+}
+
+// errRefused is a dial to an address nobody listens on, or that stopped.
+var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+
+// pipeTo connects a synchronous pipe to the side that accepts from
+// accept: the dialler's end once it is taken, errRefused if that side
+// closes or ctx ends first.
+func pipeTo(ctx context.Context, accept chan<- net.Conn, closed <-chan struct{}) (net.Conn, error) {
 	mine, theirs := net.Pipe()
 	select {
-	case l.conns <- theirs:
+	case accept <- theirs:
 		return mine, nil
-	case <-l.closed:
+	case <-closed:
 	case <-ctx.Done():
 	}
 	mine.Close()
 	theirs.Close()
-	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	return nil, errRefused
 }
 
 // memListener is an agent's catalog listener.
@@ -184,18 +194,9 @@ func (t *memTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 	dest := t.net.gossip[addr]
 	t.net.mu.RUnlock()
 	if dest == nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+		return nil, errRefused
 	}
-	mine, theirs := net.Pipe()
-	select {
-	case dest.streams <- theirs:
-		return mine, nil
-	case <-dest.closed:
-	case <-ctx.Done():
-	}
-	mine.Close()
-	theirs.Close()
-	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	return pipeTo(ctx, dest.streams, dest.closed)
 }
 
 func (t *memTransport) StreamCh() <-chan net.Conn { return t.streams }
