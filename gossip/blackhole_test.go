@@ -96,3 +96,51 @@ func pHasInstance(p *pNode, owner, id string) bool {
 	}
 	return false
 }
+
+// TestFirstDeltaAfterSilenceGoesRoundIt black-holes a member nobody has
+// talked to since, so everyone still takes it for ready, and registers a
+// service on its ring predecessor with a fanout of two: pushes to ring
+// neighbours only, no random peers, and every backstop (tags, sync) slower
+// than the bound. Pushed one way round the ring, the delta would stop at
+// the silent member, and its successor would wait for a backstop; pushed
+// both ways, it goes round the other way and reaches every other member
+// at once.
+func TestFirstDeltaAfterSilenceGoesRoundIt(t *testing.T) {
+	n := NewFaultNetwork()
+	var nodes []*pNode
+	for i := range 5 {
+		var seeds []string
+		if i > 0 {
+			seeds = []string{nodes[0].LocalMember().GossipAddr()}
+		}
+		nodes = append(nodes, pStartWith(t, n, fmt.Sprintf("p%d", i), func(c *Config) {
+			c.Fanout = 2
+			c.SyncInterval = 30 * time.Second
+			c.TagInterval = 10 * time.Second
+			c.TagMaxDelay = 30 * time.Second
+			c.Timing.ProbeInterval = time.Second // the silent member stays alive throughout
+			c.Timing.ProbeTimeout = 500 * time.Millisecond
+			c.Timing.SuspicionMult = 6
+		}, seeds...))
+	}
+	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
+		return pSeesStatus(nodes, nodes, StatusAlive)
+	})
+	silent, owner := nodes[1], nodes[0] // p1 is p0's ring successor
+	n.BlackHole([]string{silent.name}, []string{"p0", "p2", "p3", "p4"})
+	owner.put(t, "first", "web")
+	took := testutil.Wait(t, 5*time.Second, "the first registration on every member but the silent one", func() bool {
+		for _, p := range nodes {
+			if p != silent && !pHasInstance(p, owner.name, "first") {
+				return false
+			}
+		}
+		return true
+	})
+	if took > time.Second {
+		t.Errorf("the first registration after the silence took %v to reach every other member, want ≤ 1s", took.Round(time.Millisecond))
+	}
+	if m, _ := owner.Catalog().Member(silent.name); m.Status != StatusAlive {
+		t.Fatalf("%s is %s: failure detection came before the scenario ended", silent.name, m.Status)
+	}
+}

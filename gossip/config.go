@@ -85,7 +85,7 @@ type Config struct {
 	// Timing are the failure-detection timers.
 	Timing Timing
 	// Fanout is how many peers each new delta is pushed to: the agent's
-	// successor in the ring of members, and random others.
+	// two neighbours in the ring of members, and random others.
 	Fanout int
 	// SyncInterval is how often members' advertised catalog versions are
 	// compared with the replica, pulling what is missing.

@@ -26,8 +26,8 @@ import (
 //   - A delete is a write too: a tombstone with its own stamp, kept for
 //     Config.EntryTombstoneTTL, so that a stale copy met later loses to it.
 //   - Entries spread as catalog deltas do: each change is pushed to the
-//     ring successor and Fanout-1 random peers at once, and whoever learns
-//     something new pushes it on; every SyncInterval (and when a member
+//     two ring neighbours and Fanout-2 random peers at once, and whoever
+//     learns something new pushes it on; every SyncInterval (and when a member
 //     joins) an agent compares a digest of all its entries with a random
 //     peer's and exchanges what differs, which repairs any missed push.
 //   - With an Attestor, the writer signs each entry (see entryMessage) and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,43 +172,71 @@ func TestRandomPeers(t *testing.T) {
 	}
 }
 
-// TestPushPeersStartWithSuccessor checks that pushes always reach the next
-// alive member by name, wrapping around, so that a delta goes round the
-// whole ring whatever the random picks miss.
-func TestPushPeersStartWithSuccessor(t *testing.T) {
+// TestPushPeersStartWithNeighbours checks that pushes always reach the
+// next alive member by name and the one before, wrapping around, so that a
+// delta goes round the whole ring both ways whatever the random picks
+// miss; and that past a neighbour that cannot take the delta now, the next
+// member in the same direction gets it too.
+func TestPushPeersStartWithNeighbours(t *testing.T) {
+	// d is failed and dd has no catalog address: neither is in the ring.
+	names := []string{"a", "b", "c", "d", "e", "f", "g"}
+	addr := func(name string) string {
+		return fmt.Sprintf("127.0.0.1:%d", 1000+slices.Index(names, name))
+	}
 	for _, tc := range []struct {
-		local, want string // want: the successor's port
+		local      string
+		busy       []string // peers whose last exchange failed
+		want       []string // the first peers, in order
+		randomFrom []string // where the rest of Fanout comes from
 	}{
-		{"a", "127.0.0.1:1001"}, // b
-		{"c", "127.0.0.1:1004"}, // d failed, n has no address: e
-		{"e", "127.0.0.1:1000"}, // past the last: wraps to a
+		{local: "a", want: []string{"b", "g"}, randomFrom: []string{"c", "e", "f"}}, // before the first: wraps to g
+		{local: "c", want: []string{"e", "b"}, randomFrom: []string{"a", "f", "g"}}, // d is failed: e
+		{local: "g", want: []string{"a", "f"}, randomFrom: []string{"b", "c", "e"}}, // past the last: wraps to a
+		{local: "c", busy: []string{"e"}, want: []string{"e", "f", "b"}, randomFrom: []string{"a", "g"}},
+		{local: "c", busy: []string{"b", "a"}, want: []string{"e", "b", "g"}, randomFrom: []string{"f"}},
 	} {
 		c := newIdleCluster(t, tc.local)
 		cat := c.Catalog()
-		for i, name := range []string{"a", "b", "c", "d", "e"} {
+		for _, name := range names {
 			status := StatusAlive
 			if name == "d" {
 				status = StatusFailed
 			}
 			m := member(name, status)
-			m.Tags = map[string]string{TagRPC: fmt.Sprintf("127.0.0.1:%d", 1000+i)}
+			m.Tags = map[string]string{TagRPC: addr(name)}
 			cat.setMember(m)
 		}
 		noRPC := member("dd", StatusAlive)
 		noRPC.Tags = nil
 		cat.setMember(noRPC)
+		for _, name := range tc.busy {
+			c.send.get(addr(name)).failures = 1
+		}
+		var want []string
+		for _, name := range tc.want {
+			want = append(want, addr(name))
+		}
+		var random []string
+		for _, name := range tc.randomFrom {
+			random = append(random, addr(name))
+		}
 
 		for range 20 {
 			got := c.pushPeers(3)
-			if len(got) != 3 || got[0] != tc.want {
-				t.Fatalf("%s: pushPeers(3) = %v, want 3 peers starting with %s", tc.local, got, tc.want)
+			if len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
+				t.Fatalf("%s, busy %v: pushPeers(3) = %v, want %v and one of %v", tc.local, tc.busy, got, want, random)
 			}
-			if got[1] == got[0] || got[2] == got[0] || got[1] == got[2] {
-				t.Fatalf("%s: pushPeers(3) = %v: a peer twice", tc.local, got)
+			if !slices.Contains(random, got[len(want)]) {
+				t.Fatalf("%s, busy %v: pushPeers(3) = %v: the random peer is not one of %v", tc.local, tc.busy, got, random)
 			}
 		}
-		if got := c.pushPeers(1); len(got) != 1 || got[0] != tc.want {
-			t.Errorf("%s: pushPeers(1) = %v, want only the successor %s", tc.local, got, tc.want)
+		if tc.busy == nil {
+			if got := c.pushPeers(2); !slices.Equal(got, want) {
+				t.Errorf("%s: pushPeers(2) = %v, want only the neighbours %v", tc.local, got, want)
+			}
+			if got := c.pushPeers(1); !slices.Equal(got, want[:1]) {
+				t.Errorf("%s: pushPeers(1) = %v, want only the successor %v", tc.local, got, want[:1])
+			}
 		}
 	}
 }

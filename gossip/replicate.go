@@ -299,25 +299,35 @@ func wantsSince(wants []Want, owner string) uint64 {
 }
 
 // pushPeers returns the catalog addresses of the peers to push a new delta
-// to: the local agent's successor in the ring of alive members ordered by
-// name, then n-1 random others, those that answer first.
+// to: the local agent's two neighbours in the ring of alive members ordered
+// by name (its successor, and with n ≥ 2 its predecessor), then random
+// others, n in all, those that answer first.
 //
 // Random peers alone do not reach everyone: when each agent pushes what is
 // new to it once, to n random peers, about e^-n of the cluster (5% at n=3)
 // hears nothing and waits for the backstop, seconds instead of
 // milliseconds; at 50 agents most registrations missed someone. Since
-// every agent that learns something new also pushes it to its successor,
-// the delta goes round the whole ring even where the random pushes miss,
-// one hop behind the agent before: everyone gets it, as long as membership
-// views agree, in about log(N) hops.
+// every agent that learns something new also pushes it to its neighbours,
+// the delta goes round the whole ring even where the random pushes miss:
+// everyone gets it, as long as membership views agree, in about log(N)
+// hops.
 //
-// A successor that cannot take the delta now (an exchange with it is in
-// flight, as one with a peer that black-holes packets and is not failed
-// yet hangs for the TCP timeout, or the last one failed) would hold the
-// ring there, so the first successor that can is added too; the busy one
-// keeps the delta in its queue and gets it when it answers. The random
-// peers are chosen among those that can take it now, when there are
-// enough.
+// Both directions, because one way round a single silent member cuts the
+// ring. A member that black-holes packets looks alive until failure
+// detection says otherwise, and nobody knows it is silent before an
+// exchange with it hangs: the first delta after it fell silent would stop
+// there, and its successor would hear of the delta only if a random push
+// happened to pick it, or else from the backstop seconds later (3.2 s in
+// one netns run with five agents). With pushes going both ways, the ring
+// minus any one member is still a path through all the others.
+//
+// A neighbour that cannot take the delta now (an exchange with it is in
+// flight, as one with a silent member is until the TCP timeout, or the
+// last one failed) would hold the ring there,
+// so the first member beyond it, in the same direction, that can is added
+// too; the busy one keeps the delta in its queue and gets it when it
+// answers. The random peers are chosen among those that can take it now,
+// when there are enough.
 func (c *Cluster) pushPeers(n int) []string {
 	var ring []Member // ordered by name, as Members returns them
 	for _, m := range c.catalog.Members() {
@@ -328,44 +338,69 @@ func (c *Cluster) pushPeers(n int) []string {
 	if len(ring) == 0 || n < 1 {
 		return nil
 	}
-	healthy := func(m Member) bool { return c.send.ready(m.RPCAddr()) }
-	first := sort.Search(len(ring), func(i int) bool { return ring[i].Name > c.cfg.NodeName }) % len(ring)
-	addrs := []string{ring[first].RPCAddr()}
-	chosen := map[int]bool{first: true}
-	if !healthy(ring[first]) {
+	healthy := func(i int) bool { return c.send.ready(ring[i].RPCAddr()) }
+	var addrs []string
+	chosen := make(map[int]bool)
+	budget := n // grows by one for each member added past a busy neighbour
+	add := func(i int) bool {
+		if chosen[i] {
+			return false
+		}
+		chosen[i] = true
+		addrs = append(addrs, ring[i].RPCAddr())
+		return true
+	}
+	// neighbour adds the member at index first and, if it is busy, the
+	// first one after it, stepping by step, that is not.
+	neighbour := func(first, step int) {
+		add(first)
+		if healthy(first) {
+			return
+		}
 		for k := 1; k < len(ring); k++ {
-			if i := (first + k) % len(ring); healthy(ring[i]) {
-				addrs = append(addrs, ring[i].RPCAddr())
-				chosen[i] = true
-				break
+			if i := mod(first+k*step, len(ring)); healthy(i) {
+				if add(i) {
+					budget++
+				}
+				return
 			}
 		}
 	}
-	var others []Member
-	for i, m := range ring {
+	succ := sort.Search(len(ring), func(i int) bool { return ring[i].Name > c.cfg.NodeName }) % len(ring)
+	neighbour(succ, 1)
+	if n >= 2 {
+		neighbour(mod(succ-1, len(ring)), -1)
+	}
+	others := make([]int, 0, len(ring))
+	for i := range ring {
 		if !chosen[i] {
-			others = append(others, m)
+			others = append(others, i)
 		}
 	}
 	rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
-	var silent []string
-	for _, m := range others {
-		if len(addrs) >= n+len(chosen)-1 {
+	var silent []int
+	for _, i := range others {
+		if len(addrs) >= budget {
 			break
 		}
-		if healthy(m) {
-			addrs = append(addrs, m.RPCAddr())
+		if healthy(i) {
+			add(i)
 		} else {
-			silent = append(silent, m.RPCAddr())
+			silent = append(silent, i)
 		}
 	}
-	for _, addr := range silent { // only when too few answer
-		if len(addrs) >= n+len(chosen)-1 {
+	for _, i := range silent { // only when too few answer
+		if len(addrs) >= budget {
 			break
 		}
-		addrs = append(addrs, addr)
+		add(i)
 	}
 	return addrs
+}
+
+// mod is i modulo n, never negative.
+func mod(i, n int) int {
+	return ((i % n) + n) % n
 }
 
 // randomPeers returns the catalog addresses of up to n random alive peers,

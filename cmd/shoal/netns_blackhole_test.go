@@ -15,9 +15,12 @@ import (
 // nsBlackHoleMax the slowest: the agents' TCP timeout is 10 s, and the
 // pushes to the silent host must wait in its own queue, not hold anyone
 // else's. Held behind the silent host, every registration after the first
-// would wait for the timeout; one slow registration is a busy machine (CI
-// runs other packages' tests on the same two cores), and the figures, not
-// this check, are the measurement.
+// would wait for the timeout; and pushed one way round the ring only, the
+// first registration on h1 after the cut stopped at h2 and reached h3
+// only by a random push or, seconds later, the backstop (9.75 s in one
+// run of three). A busy machine (CI runs other packages' tests on the
+// same two cores) slows a registration now and then, hence the median;
+// the figures, not this check, are the measurement.
 const (
 	nsBlackHoleBound = time.Second
 	nsBlackHoleMax   = 5 * time.Second
@@ -63,14 +66,17 @@ func nsBlackHole(t *testing.T, bins nsBins) {
 				id, on.name, time.Since(start).Round(time.Millisecond), d.Round(time.Millisecond))
 		}
 	}
-	if done < 3 {
-		t.Fatalf("only %d registrations before h2 was declared failed: the scenario did not run long enough", done)
+	if done == 0 {
+		t.Fatal("h2 was declared failed before the first registration")
 	}
 	slices.Sort(took)
 	median, worst := took[len(took)/2], took[len(took)-1]
 	if median > nsBlackHoleBound || worst > nsBlackHoleMax {
 		t.Errorf("registrations reached every other host in %v (median), %v (slowest), want ≤ %v and ≤ %v: %v",
 			median.Round(time.Millisecond), worst.Round(time.Millisecond), nsBlackHoleBound, nsBlackHoleMax, took)
+	}
+	if done < 3 {
+		t.Errorf("only %d registrations before h2 was declared failed: too few to measure", done)
 	}
 	c.heal()
 	want := map[string]bool{}
