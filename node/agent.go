@@ -52,6 +52,7 @@ type Agent struct {
 
 	httpLn  net.Listener
 	httpSrv *http.Server
+	guard   *guard // the API's access checks, and their refusals
 
 	// leaveCh is closed when a client asks the agent to leave (PUT /v1/agent/leave).
 	leaveCh   chan struct{}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,21 +27,35 @@ import (
 //     UTF-8 or over maxPathSegment bytes are refused before any handler.
 //
 // Refusals are 403 "Permission denied: ..." (400 for a bad path), one line,
-// as Consul words them.
+// as Consul words them. The 403s are counted by reason (apiRefusalReasons)
+// and logged once per client IP and reason.
 type guard struct {
 	tokenSum   [sha256.Size]byte // of the token; the token itself is not kept
 	token      bool
 	tokenReads bool
 	checkHost  bool            // the API binds a loopback address
 	allowed    map[string]bool // lower-case host names and IPs
+	log        *slog.Logger
+	refused    refusalCounter
 }
+
+// Why the API refused a request (the reason label of
+// shoal_http_refused_total).
+const (
+	refusedHost       = "host"          // a Host not allowed on a loopback bind
+	refusedOrigin     = "origin"        // a cross-site write
+	refusedNoToken    = "token_missing" // a write (or read) without a token
+	refusedWrongToken = "token_wrong"   // with a token that does not match
+)
+
+var apiRefusalReasons = []string{refusedHost, refusedOrigin, refusedNoToken, refusedWrongToken}
 
 // maxPathSegment bounds one segment of a request path: longer than any ID
 // (a maintenance check ID of a 128-byte service ID is 149 bytes).
 const maxPathSegment = 256
 
-func newGuard(c HTTPConfig, bindAddr string) *guard {
-	g := &guard{token: c.Token != "", tokenReads: c.TokenReads, allowed: map[string]bool{"localhost": true}}
+func newGuard(c HTTPConfig, bindAddr string, log *slog.Logger) *guard {
+	g := &guard{token: c.Token != "", tokenReads: c.TokenReads, allowed: map[string]bool{"localhost": true}, log: log}
 	g.tokenSum = sha256.Sum256([]byte(c.Token))
 	host, _, _ := net.SplitHostPort(bindAddr)
 	if ip := net.ParseIP(host); ip != nil {
@@ -55,6 +70,20 @@ func newGuard(c HTTPConfig, bindAddr string) *guard {
 	return g
 }
 
+// deny counts and logs a refusal (the log once per client IP and reason),
+// then answers 403 with the message.
+func (g *guard) deny(w http.ResponseWriter, r *http.Request, reason, format string, args ...any) {
+	client := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(client); err == nil {
+		client = host
+	}
+	msg := fmt.Sprintf(format, args...)
+	if g.refused.add(client, reason) && g.log != nil {
+		g.log.Warn("refused API request", "client", client, "reason", reason, "method", r.Method, "path", r.URL.Path, "err", msg)
+	}
+	writeError(w, http.StatusForbidden, "%s", msg)
+}
+
 // secretPath reports whether a read of path answers a secret and so takes
 // the token as a write does: a leaf answer carries a private key (Consul
 // asks for service:write).
@@ -65,23 +94,23 @@ func secretPath(path string) bool {
 func (g *guard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.checkHost && !g.hostAllowed(r.Host) {
-			writeError(w, http.StatusForbidden, "Permission denied: Host %q is not allowed on this loopback-only API (DNS rebinding protection; see http_allowed_hosts)", r.Host)
+			g.deny(w, r, refusedHost, "Permission denied: Host %q is not allowed on this loopback-only API (DNS rebinding protection; see http_allowed_hosts)", r.Host)
 			return
 		}
 		write := r.Method != http.MethodGet && r.Method != http.MethodHead
 		secret := secretPath(r.URL.Path)
 		if origin := r.Header.Get("Origin"); write && origin != "" && !g.originAllowed(origin) {
-			writeError(w, http.StatusForbidden, "Permission denied: cross-site write from Origin %q refused", origin)
+			g.deny(w, r, refusedOrigin, "Permission denied: cross-site write from Origin %q refused", origin)
 			return
 		}
 		if g.token && (write || secret || g.tokenReads) {
 			tok, ok := requestToken(r)
 			switch {
 			case !ok:
-				writeError(w, http.StatusForbidden, "Permission denied: this agent requires a token (X-Consul-Token header, Authorization: Bearer, or ?token=)")
+				g.deny(w, r, refusedNoToken, "Permission denied: this agent requires a token (X-Consul-Token header, Authorization: Bearer, or ?token=)")
 				return
 			case !g.tokenMatches(tok):
-				writeError(w, http.StatusForbidden, "Permission denied: token not accepted")
+				g.deny(w, r, refusedWrongToken, "Permission denied: token not accepted")
 				return
 			}
 		}

@@ -133,8 +133,9 @@ func (a *Agent) listenHTTP() (net.Listener, error) {
 // checks, with the configured timeouts and limits.
 func (a *Agent) newHTTPServer(h http.Handler) *http.Server {
 	hc := a.cfg.HTTP
+	a.guard = newGuard(hc, a.cfg.HTTPAddr, a.log)
 	return &http.Server{
-		Handler:           newGuard(hc, a.cfg.HTTPAddr).wrap(h),
+		Handler:           a.guard.wrap(h),
 		ReadHeaderTimeout: hc.ReadHeaderTimeout,
 		ReadTimeout:       hc.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,

@@ -245,10 +245,10 @@ func callerName(id pki.ID) string {
 	return id.Service
 }
 
-// deny answers a refused caller with the reason, then counts and logs it.
+// deny counts and logs a refusal, then answers the caller with the reason.
 func (m *mesh) deny(tc *tls.Conn, who, reason string, err error) {
+	m.refuse(who, reason, err) // counted before the peer can read the answer
 	_, _ = io.WriteString(tc, "refused "+reason+": "+oneLine(err.Error())+"\n")
-	m.refuse(who, reason, err)
 }
 
 func (m *mesh) refuse(who, reason string, err error) {

@@ -24,7 +24,7 @@ type agentCollector struct {
 	deltasRefused, meshRefused, meshConns, meshActive         *prometheus.Desc
 	leaves, nodeCertExpiry, meshForwarded                     *prometheus.Desc
 	meshIntentions, entriesRefused, configEntries             *prometheus.Desc
-	catalogSaves, catalogSaveSeconds                          *prometheus.Desc
+	catalogSaves, catalogSaveSeconds, httpRefused             *prometheus.Desc
 	// The traffic policy's decisions: requests, retries and timeouts by
 	// route, subset and zone.
 	routeDecisions, subsetDecisions, zoneDecisions [3]*prometheus.Desc
@@ -75,6 +75,8 @@ func newAgentCollector(a *Agent) *agentCollector {
 			"The proxy's own time per HTTP/1 request: its handler's time less the tries' (connect, write, wait for the instance's headers)."),
 		deltasRefused: d("catalog_deltas_refused_total",
 			"Catalog deltas from peers refused on their owner's signature (node PKI on), by reason: unsigned, signature, digest.", "reason"),
+		httpRefused: d("http_refused_total",
+			"HTTP API requests refused with 403, by reason: host (DNS rebinding check), origin (cross-site write), token_missing, token_wrong.", "reason"),
 		meshRefused: d("mesh_refused_total",
 			"Mesh connections from other agents refused, by reason (handshake, certificate, node_not_alive, service_not_on_node, instance_not_local, instance_unreachable, preamble, intention).", "reason"),
 		meshConns: d("mesh_connections_total", "Mesh connections accepted from other agents (in) and opened to them (out).", "direction"),
@@ -100,7 +102,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.proxyRequests, c.proxyErrors, c.proxyRetries, c.proxyEjections,
 		c.proxyConns, c.proxyLatency, c.proxyOverhead, c.checkStatus,
 		c.deltasRefused, c.meshRefused, c.meshConns, c.meshActive, c.leaves, c.nodeCertExpiry, c.meshForwarded,
-		c.meshIntentions, c.entriesRefused, c.configEntries, c.catalogSaves, c.catalogSaveSeconds,
+		c.meshIntentions, c.entriesRefused, c.configEntries, c.catalogSaves, c.catalogSaveSeconds, c.httpRefused,
 	} {
 		ch <- d
 	}
@@ -180,6 +182,12 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, k := range sortedKeys(kinds) {
 		gauge(c.configEntries, float64(kinds[k]), k)
+	}
+	if g := a.guard; g != nil {
+		refused := g.refused.snapshot()
+		for _, reason := range apiRefusalReasons {
+			counter(c.httpRefused, refused[reason], reason)
+		}
 	}
 	if m := a.mesh; m != nil {
 		refused := m.refused.snapshot()

@@ -199,6 +199,51 @@ func TestTokenEnforcedOnEveryRoute(t *testing.T) {
 	}
 }
 
+// TestAPIRefusalsCountedAndLoggedOnce: every 403 of the API's front door
+// is counted by reason in /metrics and logged once per client and reason,
+// and a refused request changes nothing.
+func TestAPIRefusalsCountedAndLoggedOnce(t *testing.T) {
+	logs := &testutil.LogBuffer{}
+	a := startAgent(t, "n0", func(c *Config) {
+		withToken(false)(c)
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	version := a.reg.current().Version
+	want := map[string]int{refusedNoToken: 3, refusedWrongToken: 2, refusedHost: 1, refusedOrigin: 1}
+	sends := map[string]map[string]string{
+		refusedNoToken:    nil,
+		refusedWrongToken: {"X-Consul-Token": "wrong"},
+		refusedHost:       {"Host": "rebind.example:8500", "X-Consul-Token": testToken},
+		refusedOrigin:     {"Origin": "https://evil.example", "X-Consul-Token": testToken},
+	}
+	for reason, n := range want {
+		for range n {
+			code, body := request(t, a, "PUT", "/v1/agent/service/register", `{"Name":"web"}`, sends[reason])
+			if code != http.StatusForbidden {
+				t.Fatalf("%s: %d %q, want 403", reason, code, body)
+			}
+		}
+	}
+	if v := a.reg.current().Version; v != version {
+		t.Errorf("refused requests moved the catalog version from %d to %d", version, v)
+	}
+	fams := scrapeMetrics(t, a, "/metrics")
+	for _, reason := range apiRefusalReasons {
+		got, ok := metricValue(fams, "shoal_http_refused_total", map[string]string{"reason": reason})
+		if !ok || got != float64(want[reason]) {
+			t.Errorf("shoal_http_refused_total{reason=%q} = %v (present %v), want %d", reason, got, ok, want[reason])
+		}
+	}
+	for _, reason := range apiRefusalReasons {
+		if n := strings.Count(logs.String(), "reason="+reason+" "); n != 1 {
+			t.Errorf("%d log lines with reason=%s, want one for the one client:\n%s", n, reason, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `client=127.0.0.1 reason=`) {
+		t.Errorf("the refusal log does not name the client:\n%s", logs.String())
+	}
+}
+
 func checkOneLineReason403(t *testing.T, code int, body string) {
 	t.Helper()
 	if code == http.StatusForbidden {
@@ -303,7 +348,7 @@ func TestGuardNonLoopbackBind(t *testing.T) {
 		{"[::1]:8500", "anything", http.StatusForbidden},
 		{"127.0.0.1:8500", "anything", http.StatusForbidden},
 	} {
-		h := newGuard(DefaultHTTPConfig(), tt.bind).wrap(ok)
+		h := newGuard(DefaultHTTPConfig(), tt.bind, nil).wrap(ok)
 		req := httptest.NewRequest("GET", "/v1/agent/self", nil)
 		req.Host = tt.host
 		w := httptest.NewRecorder()
