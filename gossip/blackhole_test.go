@@ -19,25 +19,9 @@ import (
 func TestBlackHoledPeerDelaysOnlyItsOwnQueue(t *testing.T) {
 	const tcpTimeout = 3 * time.Second
 	n := NewFaultNetwork()
-	var nodes []*pNode
-	for i := range 5 {
-		var seeds []string
-		if i > 0 {
-			seeds = []string{nodes[0].LocalMember().GossipAddr()}
-		}
-		nodes = append(nodes, pStartWith(t, n, fmt.Sprintf("p%d", i), func(c *Config) {
-			// Failure detection slower than the scenario (Lifeguard's
-			// suspicion alone is at least 6 × log10(5) × 1 s = 4.2 s),
-			// so that the silent member stays alive in everyone's view
-			// for longer than the TCP timeout.
-			c.Timing.ProbeInterval = time.Second
-			c.Timing.ProbeTimeout = 500 * time.Millisecond
-			c.Timing.SuspicionMult = 6
-			c.Timing.TCPTimeout = tcpTimeout
-		}, seeds...))
-	}
-	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
-		return pSeesStatus(nodes, nodes, StatusAlive)
+	nodes := pStartClusterWith(t, n, 5, func(c *Config) {
+		slowFailureDetection(c)
+		c.Timing.TCPTimeout = tcpTimeout
 	})
 	silent, owner := nodes[1], nodes[0] // p1 is p0's ring successor
 	others := slices.DeleteFunc(slices.Clone(nodes), func(p *pNode) bool { return p == silent })
@@ -87,6 +71,16 @@ func TestBlackHoledPeerDelaysOnlyItsOwnQueue(t *testing.T) {
 	})
 }
 
+// slowFailureDetection makes failure detection slower than the black-hole
+// scenarios (Lifeguard's suspicion alone is at least 6 × log10(5) × 1 s =
+// 4.2 s), so that the silent member stays alive in everyone's view
+// throughout, for longer than a 3 s TCP timeout.
+func slowFailureDetection(c *Config) {
+	c.Timing.ProbeInterval = time.Second
+	c.Timing.ProbeTimeout = 500 * time.Millisecond
+	c.Timing.SuspicionMult = 6
+}
+
 // pHasInstance reports whether p's catalog holds owner's instance id.
 func pHasInstance(p *pNode, owner, id string) bool {
 	for _, in := range p.Catalog().NodeInstances(owner) {
@@ -107,24 +101,12 @@ func pHasInstance(p *pNode, owner, id string) bool {
 // at once.
 func TestFirstDeltaAfterSilenceGoesRoundIt(t *testing.T) {
 	n := NewFaultNetwork()
-	var nodes []*pNode
-	for i := range 5 {
-		var seeds []string
-		if i > 0 {
-			seeds = []string{nodes[0].LocalMember().GossipAddr()}
-		}
-		nodes = append(nodes, pStartWith(t, n, fmt.Sprintf("p%d", i), func(c *Config) {
-			c.Fanout = 2
-			c.SyncInterval = 30 * time.Second
-			c.TagInterval = 10 * time.Second
-			c.TagMaxDelay = 30 * time.Second
-			c.Timing.ProbeInterval = time.Second // the silent member stays alive throughout
-			c.Timing.ProbeTimeout = 500 * time.Millisecond
-			c.Timing.SuspicionMult = 6
-		}, seeds...))
-	}
-	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
-		return pSeesStatus(nodes, nodes, StatusAlive)
+	nodes := pStartClusterWith(t, n, 5, func(c *Config) {
+		slowFailureDetection(c)
+		c.Fanout = 2
+		c.SyncInterval = 30 * time.Second
+		c.TagInterval = 10 * time.Second
+		c.TagMaxDelay = 30 * time.Second
 	})
 	silent, owner := nodes[1], nodes[0] // p1 is p0's ring successor
 	n.BlackHole([]string{silent.name}, []string{"p0", "p2", "p3", "p4"})

@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -14,18 +13,8 @@ import (
 func TestShutdownEndsExchangesInFlight(t *testing.T) {
 	check := testutil.NoLeaks(t)
 	n := NewFaultNetwork()
-	var nodes []*pNode
-	for i := range 3 {
-		var seeds []string
-		if i > 0 {
-			seeds = []string{nodes[0].LocalMember().GossipAddr()}
-		}
-		nodes = append(nodes, pStartWith(t, n, fmt.Sprintf("p%d", i), func(c *Config) {
-			c.Timing.TCPTimeout = 30 * time.Second
-		}, seeds...))
-	}
-	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
-		return pSeesStatus(nodes, nodes, StatusAlive)
+	nodes := pStartClusterWith(t, n, 3, func(c *Config) {
+		c.Timing.TCPTimeout = 30 * time.Second
 	})
 	n.BlackHole([]string{"p1"}, []string{"p0", "p2"})
 	nodes[0].put(t, "web-1", "web") // p1 is p0's successor: its sender hangs

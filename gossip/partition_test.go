@@ -60,13 +60,19 @@ func pStartWith(t *testing.T, n *FaultNetwork, name string, adjust func(*Config)
 // one sees all of them alive.
 func pStartCluster(t *testing.T, n *FaultNetwork, size int) []*pNode {
 	t.Helper()
+	return pStartClusterWith(t, n, size, nil)
+}
+
+// pStartClusterWith is pStartCluster with every agent's config adjusted.
+func pStartClusterWith(t *testing.T, n *FaultNetwork, size int, adjust func(*Config)) []*pNode {
+	t.Helper()
 	var nodes []*pNode
 	for i := range size {
 		var seeds []string
 		if i > 0 {
 			seeds = []string{nodes[0].LocalMember().GossipAddr()}
 		}
-		nodes = append(nodes, pStart(t, n, fmt.Sprintf("p%d", i), seeds...))
+		nodes = append(nodes, pStartWith(t, n, fmt.Sprintf("p%d", i), adjust, seeds...))
 	}
 	testutil.Wait(t, 15*time.Second, "every member alive everywhere", func() bool {
 		return pSeesStatus(nodes, nodes, StatusAlive)

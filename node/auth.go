@@ -73,10 +73,7 @@ func newGuard(c HTTPConfig, bindAddr string, log *slog.Logger) *guard {
 // deny counts and logs a refusal (the log once per client IP and reason),
 // then answers 403 with the message.
 func (g *guard) deny(w http.ResponseWriter, r *http.Request, reason, format string, args ...any) {
-	client := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(client); err == nil {
-		client = host
-	}
+	client := hostOf(r.RemoteAddr)
 	msg := fmt.Sprintf(format, args...)
 	if g.refused.add(client, reason) && g.log != nil {
 		g.log.Warn("refused API request", "client", client, "reason", reason, "method", r.Method, "path", r.URL.Path, "err", msg)

@@ -198,13 +198,20 @@ func (l *perIPListener) open(ip string) int {
 	return l.conns[ip]
 }
 
+// clientIP is the IP of a peer's address, without its port.
 func clientIP(addr net.Addr) string {
 	if tcp, ok := addr.(*net.TCPAddr); ok {
 		return tcp.IP.String()
 	}
-	host, _, err := net.SplitHostPort(addr.String())
+	return hostOf(addr.String())
+}
+
+// hostOf is the host of a "host:port" address, or the address as it is
+// when it has no port.
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return addr.String()
+		return addr
 	}
 	return host
 }

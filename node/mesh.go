@@ -123,10 +123,7 @@ func (m *mesh) serve(raw net.Conn) {
 	defer m.untrack(raw)
 	defer raw.Close()
 	m.accepted.Add(1)
-	peer := raw.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host // logged once per host, whatever its ports
-	}
+	peer := clientIP(raw.RemoteAddr()) // logged once per host, whatever its ports
 	_ = raw.SetDeadline(time.Now().Add(meshHandshakeTimeout))
 	tc := tls.Server(raw, m.server.Load())
 	if err := tc.Handshake(); err != nil {
