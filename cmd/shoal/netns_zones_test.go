@@ -266,14 +266,18 @@ func TestNetnsZones(t *testing.T) {
 		}
 	})
 
-	// After the load the far estimates still hold, and near is still told
-	// from far (under half of it).
+	// After the load the far estimates hold again, and near is still told
+	// from far (under half of it). Polled: Vivaldi wanders with the probes'
+	// round trips, and under load those include queueing in netdelay (one
+	// CI run ended with h1-h4 at 1.31 × the delay, and a snapshot failed).
 	ref.nearMax = ref.far / 2
-	est, ok, state := zoneEstimates(h1, ref)
-	c.logf("RESULT coordinates at the end: %s", zoneDescribe(est, "h1"))
-	if !ok {
-		t.Errorf("the coordinates drifted from the delays: %s", state)
-	}
+	back := nsPoll(t, 20*time.Second, 250*time.Millisecond, "the coordinates to match the delays after the load", func() (bool, string) {
+		var ok bool
+		var state string
+		est, ok, state = zoneEstimates(h1, ref)
+		return ok, state
+	})
+	c.logf("RESULT coordinates at the end (matching %v after the load): %s", back.Round(10*time.Millisecond), zoneDescribe(est, "h1"))
 }
 
 // zonePhase runs one phase of the scenario, logging its start and end.
