@@ -85,7 +85,9 @@ func TestLeaveRemovesServices(t *testing.T) {
 }
 
 // restartOwner shuts owner down without Leave and starts a fresh agent of the
-// same name on the same gossip address, with an empty catalog.
+// same name on the same gossip address, with an empty catalog. The catalog
+// listener takes a fresh port, as the first life's did: the default, gossip
+// port + 1, was never reserved here and may belong to any other process.
 func restartOwner(t *testing.T, owner *Cluster, seed *Cluster) *Cluster {
 	t.Helper()
 	name, addr := owner.cfg.NodeName, owner.LocalMember().GossipAddr()
@@ -94,6 +96,7 @@ func restartOwner(t *testing.T, owner *Cluster, seed *Cluster) *Cluster {
 	}
 	cfg := TestConfig(name)
 	cfg.BindAddr = addr
+	cfg.RPCAddr = "127.0.0.1:0"
 	cfg.Seeds = []string{seed.LocalMember().GossipAddr()}
 	return startNode(t, cfg)
 }
