@@ -103,6 +103,32 @@ func nsBuild(t *testing.T, dir string) nsBins {
 	return b
 }
 
+// nsWatchStalls logs each time this test process went more than a second
+// without receiving from a 100 ms ticker, until the test ends. A scenario
+// that fails on a timeout then shows whether the process that measures it
+// was itself starved of CPU.
+func nsWatchStalls(t *testing.T) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				if gap := now.Sub(last); gap > time.Second {
+					t.Logf("%s: this test process ran no timer for %v", now.Format("15:04:05.000"), gap.Round(time.Millisecond))
+				}
+				last = now
+			}
+		}
+	}()
+}
+
 // nsRun runs a command to completion and returns its trimmed output.
 func nsRun(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

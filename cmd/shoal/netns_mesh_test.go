@@ -63,6 +63,7 @@ func TestNetnsMesh(t *testing.T) {
 	}
 	nsRequire(t)
 	begin := time.Now()
+	nsWatchStalls(t)
 	nsSweep(t)
 	bins := nsBuild(t, t.TempDir())
 	s := meshStart(t, bins)

@@ -65,6 +65,7 @@ func TestNetnsZones(t *testing.T) {
 		t.Skip("skipping the netns zone scenario in -short mode: it builds shoal and runs minutes")
 	}
 	nsRequire(t)
+	nsWatchStalls(t)
 	nsSweep(t)
 	dir := t.TempDir()
 	bins := nsBuild(t, dir)
