@@ -188,7 +188,7 @@ func (c *Cluster) Start() error {
 		go c.joinLoop(c.cfg.Seeds)
 	}
 	c.log.Info("gossip started", "node", c.cfg.NodeName, "bind", c.cfg.BindAddr,
-		"advertise", net.JoinHostPort(advIP.String(), strconv.Itoa(advPort)), "catalog", c.rpcAddr)
+		"advertise", c.LocalMember().GossipAddr(), "catalog", c.rpcAddr)
 	return nil
 }
 
@@ -242,6 +242,14 @@ func (c *Cluster) serfConfig(bindIP net.IP, bindPort int, advIP net.IP, advPort 
 	sc.ReconnectTimeout = c.cfg.ReapAfter
 	sc.TombstoneTimeout = c.cfg.ReapAfter
 	sc.SnapshotPath = c.cfg.SnapshotPath
+	// No name-conflict vote. An agent restarted on a new address before
+	// its crash was noticed finds every peer still holding the old one;
+	// serf's vote then goes against it and serf shuts itself down, leaving
+	// the agent running with no gossip. Without the vote memberlist refuses
+	// the new address (and logs the conflict) until the old one has been
+	// dead for DeadNodeReclaimTime, then takes it. The vote's code also
+	// reads the local node unlocked while SetTags writes it.
+	sc.EnableNameConflictResolution = false
 	sc.KeyringFile = c.cfg.KeyringFile
 	// SetTags waits for its broadcast up to this long, and Shutdown waits
 	// for SetTags: keep it a few gossip rounds rather than serf's 5 s.

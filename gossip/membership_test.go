@@ -150,3 +150,37 @@ func testRestartedOwnerWithEmptyState(t *testing.T, firstPublish func(v uint64) 
 		return len(in) == 1 && in[0].Service.ID == "web-3" && in[0].Node.Name == "node4"
 	})
 }
+
+// TestRestartOnNewAddressKeepsGossiping restarts a member under its name on
+// another address before anyone has noticed the crash, so every peer still
+// holds the old address as alive and answers a name-conflict vote with it.
+// The new agent must keep gossiping and take its name back once the old
+// address is dead, rather than lose serf's vote and shut its gossip down
+// while the agent runs on.
+func TestRestartOnNewAddressKeepsGossiping(t *testing.T) {
+	cs := startCluster(t, 4)
+	old := cs[3]
+	oldAddr := old.LocalMember().GossipAddr()
+	if err := old.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := TestConfig(old.cfg.NodeName)
+	cfg.Seeds = []string{cs[0].LocalMember().GossipAddr()}
+	fresh := startNode(t, cfg)
+	newAddr := fresh.LocalMember().GossipAddr()
+	if newAddr == oldAddr {
+		t.Fatalf("restarted on the same address %s", newAddr)
+	}
+	nodes := append(without(cs, old), fresh)
+	waitEvery(t, nodes, 15*time.Second, "node3 alive at its new address everywhere", func(c *Cluster) bool {
+		m, ok := c.Catalog().Member("node3")
+		return ok && m.Status == StatusAlive && m.GossipAddr() == newAddr && countAlive(c) == 4
+	})
+	// Gossip still runs on the restarted member: a change of its reaches
+	// the others.
+	p := newPublisher(fresh)
+	p.put(&Service{ID: "web-1", Name: "web"})
+	waitEvery(t, nodes, 5*time.Second, "node3's new service everywhere", func(c *Cluster) bool {
+		return len(c.Catalog().NodeInstances("node3")) == 1 && seesTag(c, "node3", p.version)
+	})
+}
