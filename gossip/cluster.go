@@ -247,8 +247,10 @@ func (c *Cluster) serfConfig(bindIP net.IP, bindPort int, advIP net.IP, advPort 
 	// serf's vote then goes against it and serf shuts itself down, leaving
 	// the agent running with no gossip. Without the vote memberlist refuses
 	// the new address (and logs the conflict) until the old one has been
-	// dead for DeadNodeReclaimTime, then takes it. The vote's code also
-	// reads the local node unlocked while SetTags writes it.
+	// dead for DeadNodeReclaimTime; the restarted agent's next push-pull
+	// then learns of its death, refutes it, and the new address is taken.
+	// The vote's code also reads the local node unlocked while SetTags
+	// writes it.
 	sc.EnableNameConflictResolution = false
 	sc.KeyringFile = c.cfg.KeyringFile
 	// SetTags waits for its broadcast up to this long, and Shutdown waits

@@ -172,7 +172,7 @@ func TestRestartOnNewAddressKeepsGossiping(t *testing.T) {
 		t.Fatalf("restarted on the same address %s", newAddr)
 	}
 	nodes := append(without(cs, old), fresh)
-	waitEvery(t, nodes, 15*time.Second, "node3 alive at its new address everywhere", func(c *Cluster) bool {
+	waitEvery(t, nodes, 30*time.Second, "node3 alive at its new address everywhere", func(c *Cluster) bool {
 		m, ok := c.Catalog().Member("node3")
 		return ok && m.Status == StatusAlive && m.GossipAddr() == newAddr && countAlive(c) == 4
 	})
