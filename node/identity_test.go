@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-mesh/shoal/node/pki"
+	"github.com/shoal-mesh/shoal/testdata/testutil"
 )
 
 func testIdentities(t *testing.T, ttl time.Duration) (*identities, *time.Time) {
@@ -95,7 +96,7 @@ func TestLeafNeedsTheToken(t *testing.T) {
 // from the data dir with its upstream listener.
 func TestSidecarUpstreamSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	up := freePort(t)
+	up := testutil.FreePort(t)
 	a := startAgent(t, "n0", func(c *Config) { c.DataDir = dir })
 	registerDef(t, a, map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{

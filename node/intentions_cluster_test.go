@@ -101,7 +101,7 @@ func TestIntentionsOnEveryNode(t *testing.T) {
 	registerDef(t, db, map[string]any{"ID": "db-1", "Name": "db", "Address": "127.0.0.1", "Port": port})
 	ups := make([]string, len(callers))
 	for i, a := range callers {
-		upPort := freePort(t)
+		upPort := testutil.FreePort(t)
 		ups[i] = fmt.Sprintf("127.0.0.1:%d", upPort)
 		_, wport := backend(t, "web-on-"+a.NodeName())
 		registerDef(t, a, map[string]any{"ID": "web-" + a.NodeName(), "Name": "web", "Address": "127.0.0.1", "Port": wport,

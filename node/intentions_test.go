@@ -213,7 +213,7 @@ func TestDefaultIntentionDeny(t *testing.T) {
 	})
 	_, port := backend(t, "db-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "db-1", "Name": "db", "Address": "127.0.0.1", "Port": port})
-	up := freePort(t)
+	up := testutil.FreePort(t)
 	registerDef(t, as[0], map[string]any{"ID": "web-1", "Name": "web", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "db", "LocalBindPort": up}}}}}})

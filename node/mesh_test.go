@@ -465,7 +465,7 @@ func TestSidecarUpstreamCarriesServiceIdentity(t *testing.T) {
 	as := startMesh(t, p, 2)
 	_, port := backend(t, "web-on-n1")
 	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": port})
-	up := freePort(t)
+	up := testutil.FreePort(t)
 	registerDef(t, as[0], map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "web", "LocalBindPort": up}}}}}})
@@ -508,16 +508,6 @@ func TestSidecarUpstreamCarriesServiceIdentity(t *testing.T) {
 		c.Close()
 		t.Error("the upstream listener outlived its service")
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestMeshRootRotation rotates the root in the three documented steps

@@ -248,7 +248,7 @@ func TestSidecarUpstreamSpeaksHTTP(t *testing.T) {
 	_, adminPort := backend(t, "admin")
 	registerDef(t, as[1], map[string]any{"ID": "web-1", "Name": "web", "Address": "127.0.0.1", "Port": webPort})
 	registerDef(t, as[1], map[string]any{"ID": "admin-1", "Name": "admin", "Address": "127.0.0.1", "Port": adminPort})
-	up := freePort(t)
+	up := testutil.FreePort(t)
 	registerDef(t, as[0], map[string]any{"ID": "api-1", "Name": "api", "Port": 1,
 		"Connect": map[string]any{"SidecarService": map[string]any{"Proxy": map[string]any{
 			"Upstreams": []map[string]any{{"DestinationName": "web", "LocalBindPort": up}}}}}})

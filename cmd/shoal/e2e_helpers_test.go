@@ -104,7 +104,7 @@ func freePorts(t *testing.T, n int) []agentPorts {
 			c.Close()
 		}
 	}()
-	lo, hi := stablePortRange()
+	lo, hi := testutil.StablePortRange()
 	listen := func() (int, error) {
 		addr := "127.0.0.1:0"
 		if hi > lo {
@@ -149,25 +149,6 @@ func freePorts(t *testing.T, n int) []agentPorts {
 		out[i] = agentPorts{gossip: pick(true), http: pick(false), proxy: pick(false)}
 	}
 	return out
-}
-
-// stablePortRange returns [lo, hi), the ports below the kernel's ephemeral
-// range from which freePorts picks, or 0, 0 where the range is unknown (not
-// Linux) or leaves too little room: then the kernel picks (port 0).
-func stablePortRange() (lo, hi int) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0, 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, 0
-	}
-	ephemeralLo, err := strconv.Atoi(f[0])
-	if err != nil || ephemeralLo < 12000 {
-		return 0, 0
-	}
-	return 10000, ephemeralLo
 }
 
 // agentProc is one "shoal agent" process. Its stdout and stderr go to a log

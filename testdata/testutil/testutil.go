@@ -1,7 +1,7 @@
 // Package testutil holds the helpers Shoal's tests share: waiting for a
 // condition by polling to a deadline, a log buffer that goroutines write
-// while the test reads it, building the module's binaries, and checking
-// that a component left no goroutine behind.
+// while the test reads it, building the module's binaries, picking ports,
+// and checking that a component left no goroutine behind.
 //
 // It lives under testdata/ because it is test support, not product code:
 // go test ./... never builds it on its own, only as an import of tests.
@@ -9,11 +9,14 @@ package testutil
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -152,4 +155,50 @@ func NoLeaks(t testing.TB) func() {
 		}
 		t.Errorf("goroutines left behind: %v", err)
 	}
+}
+
+// StablePortRange returns [lo, hi): ports below the kernel's ephemeral
+// range, or 0, 0 where that range is unknown (not Linux) or leaves too
+// little room below it.
+func StablePortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	ephemeralLo, err := strconv.Atoi(f[0])
+	if err != nil || ephemeralLo < 12000 {
+		return 0, 0
+	}
+	return 10000, ephemeralLo
+}
+
+// FreePort returns a TCP port on 127.0.0.1, free as it returns, for a
+// listener that the code under test opens itself. It comes from
+// StablePortRange where there is one. A port the kernel picks for :0 lies
+// in the ephemeral range, and between its release and the bind any other
+// listener on :0 or outgoing connection on the machine may take it (seen:
+// a sidecar upstream's port answered, and closed, by another test's
+// listener).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	lo, hi := StablePortRange()
+	for range 200 {
+		addr := "127.0.0.1:0"
+		if hi > lo {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		return port
+	}
+	t.Fatalf("no free port on 127.0.0.1 in %d-%d after 200 tries", lo, hi)
+	return 0
 }
