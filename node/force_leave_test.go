@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -62,17 +63,17 @@ func TestForceLeave(t *testing.T) {
 	if err := c0.Agent().ForceLeavePrune("n3"); err != nil {
 		t.Fatalf("ForceLeavePrune(n3): %v", err)
 	}
-	testutil.Wait(t, 10*time.Second, "n2 left and n3 gone everywhere, with their instances", func() bool {
+	testutil.WaitState(t, 10*time.Second, 5*time.Millisecond, "n2 left and n3 gone everywhere, with their instances", func() (bool, string) {
 		for _, a := range as[:2] {
 			if status(a, "n2") != "left" || status(a, "n3") != "gone" {
-				return false
+				return false, fmt.Sprintf("at %s: n2 %s, n3 %s", a.NodeName(), status(a, "n2"), status(a, "n3"))
 			}
 			s, _, err := consulClient(t, a).Catalog().Service("web", "", nil)
 			if err != nil || len(s) != 0 {
-				return false
+				return false, fmt.Sprintf("at %s: web instances %d, err %v", a.NodeName(), len(s), err)
 			}
 		}
-		return true
+		return true, ""
 	})
 	ms, err := c1.Agent().Members(false)
 	if err != nil {
