@@ -52,11 +52,16 @@ func TestOneWakeUpPerChange(t *testing.T) {
 		wakes := make(chan wake, 16)
 		stop := make(chan struct{})
 		done := make(chan struct{}, len(as))
+		// ready gets each watcher's first index: the change must come
+		// after it, or the watcher would never see it as a change. (One
+		// made before its blocking query starts returns that query at once.)
+		ready := make(chan error, len(as))
 		for _, a := range as {
 			go func(a *Agent) {
 				defer func() { done <- struct{}{} }()
 				c := consulClient(t, a)
 				_, meta, err := c.Health().Service("web", "", false, nil)
+				ready <- err
 				if err != nil {
 					return
 				}
@@ -78,8 +83,16 @@ func TestOneWakeUpPerChange(t *testing.T) {
 				}
 			}(a)
 		}
-		// Give both watchers time to start waiting.
-		time.Sleep(100 * time.Millisecond)
+		for range as {
+			select {
+			case err := <-ready:
+				if err != nil {
+					t.Fatalf("round %d: a watcher's first query: %v", round, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: the watchers' first queries did not answer in 10 s", round)
+			}
+		}
 		reg.Tags = []string{tag}
 		if err := owner.Agent().ServiceRegister(reg); err != nil {
 			t.Fatal(err)

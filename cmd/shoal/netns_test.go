@@ -184,7 +184,10 @@ func nsCutHost(t *testing.T, bins nsBins) {
 	c.waitPassing(h1, "web", wantPassing)
 	c.waitCatalog(nsUpdateBound, c.hosts, want)
 	load := c.startLoad(h1, "web", 200)
-	time.Sleep(3 * time.Second)
+	nsPoll(t, 30*time.Second, 50*time.Millisecond, "3 s of load", func() (bool, string) {
+		sent, _ := load.progress()
+		return sent >= 600, fmt.Sprint(sent, " sent")
+	})
 
 	c.isolate(h4)
 	cutAt := time.Now()
