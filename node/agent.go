@@ -207,7 +207,8 @@ func (a *Agent) Start() (err error) {
 	if a.dns != nil {
 		a.dns.serve(newDNSHandler(a.cluster.Catalog(), &a.cfg, a.dnsLog()))
 	}
-	a.httpSrv = a.newHTTPServer(newAPI(a).handler())
+	a.guard = newGuard(a.cfg.HTTP, a.cfg.HTTPAddr, a.log)
+	a.httpSrv = a.newHTTPServer(a.guard, newAPI(a).handler())
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()

@@ -130,12 +130,11 @@ func (a *Agent) listenHTTP() (net.Listener, error) {
 }
 
 // newHTTPServer returns the API server: the handler behind the access
-// checks, with the configured timeouts and limits.
-func (a *Agent) newHTTPServer(h http.Handler) *http.Server {
+// checks of g, with the configured timeouts and limits.
+func (a *Agent) newHTTPServer(g *guard, h http.Handler) *http.Server {
 	hc := a.cfg.HTTP
-	a.guard = newGuard(hc, a.cfg.HTTPAddr, a.log)
 	return &http.Server{
-		Handler:           a.guard.wrap(h),
+		Handler:           g.wrap(h),
 		ReadHeaderTimeout: hc.ReadHeaderTimeout,
 		ReadTimeout:       hc.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
